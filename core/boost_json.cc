@@ -1,0 +1,3 @@
+// Boost.JSON is used header-only: Debian 12 ships no CMake package for the
+// compiled library. This is the one translation unit that compiles it.
+#include <boost/json/src.hpp>

@@ -1,0 +1,92 @@
+#ifndef FANOUT_CORE_HUB_H_
+#define FANOUT_CORE_HUB_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include "absl/strings/string_view.h"
+
+#include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "core/limits.h"
+#include "core/subscriber.h"
+#include "core/topic_registry.h"
+
+namespace fanout {
+
+// Runs work on the I/O threads that own the connections. Implemented by the
+// WebSocket front end; tests may run everything inline.
+// Thread: safe from any thread.
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+  virtual int thread_count() const = 0;
+  // Runs `fn` on I/O thread `index` (0 <= index < thread_count()), later.
+  virtual void Post(int index, absl::AnyInvocable<void() &&> fn) = 0;
+};
+
+// Where publishes meet subscribers: validates, stamps sequence numbers,
+// encodes each message once and posts one delivery task per I/O thread.
+// Thread: safe from any thread; never blocks beyond a stripe lock.
+class Hub {
+ public:
+  struct Options {
+    Limits limits;
+    size_t stripes = 64;
+  };
+  // `dispatcher` must outlive the hub.
+  Hub(const Options& options, Dispatcher* dispatcher);
+
+  struct PublishResult {
+    uint64_t seq = 0;
+    uint64_t subscribers = 0;
+  };
+  // Delivers `payload` to the subscribers of `topic`.
+  // INVALID_ARGUMENT: bad topic, or payload over limits().max_payload_bytes.
+  absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload);
+  // Delivers `payload` to every registered connection.
+  // INVALID_ARGUMENT: payload over limits().max_payload_bytes.
+  absl::StatusOr<PublishResult> Broadcast(absl::string_view payload);
+
+  // Connection bookkeeping: every open connection is registered once, which
+  // makes it a Broadcast recipient. Returns false on a duplicate id.
+  bool AddConnection(std::shared_ptr<Subscriber> connection);
+  void RemoveConnection(uint64_t id);
+  size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
+
+  // Subscribes `subscriber` to `topic`. INVALID_ARGUMENT for a bad topic.
+  // Per-connection limits are the caller's (it knows its own topics).
+  absl::Status Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber);
+  void Unsubscribe(absl::string_view topic, uint64_t id);
+
+  const Limits& limits() const { return limits_; }
+  const TopicRegistry& registry() const { return registry_; }
+  absl::Status ValidateTopic(absl::string_view topic) const;
+
+  uint64_t messages_in() const { return messages_in_.load(std::memory_order_relaxed); }
+  uint64_t bytes_in() const { return bytes_in_.load(std::memory_order_relaxed); }
+
+ private:
+  absl::Status ValidatePayload(absl::string_view payload) const;
+  // Posts one task per I/O thread that has recipients in `snapshot`.
+  void Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
+              std::shared_ptr<const Message> message);
+
+  const Limits limits_;
+  Dispatcher* const dispatcher_;
+  TopicRegistry registry_;
+
+  absl::Mutex connections_mu_;
+  SubscriberSet connections_ ABSL_GUARDED_BY(connections_mu_);
+  std::atomic<size_t> connection_count_{0};
+
+  std::atomic<uint64_t> messages_in_{0};
+  std::atomic<uint64_t> bytes_in_{0};
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_CORE_HUB_H_

@@ -1,0 +1,65 @@
+#ifndef FANOUT_CORE_MESSAGE_H_
+#define FANOUT_CORE_MESSAGE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include "absl/strings/string_view.h"
+
+namespace fanout {
+
+// How a connection wants its deliveries (the `format` URL parameter).
+enum class DeliveryFormat : uint8_t {
+  // One JSON text frame: {"topic":"t","seq":1,"data"|"text"|"b64":...}.
+  kJson = 0,
+  // The exact payload bytes: a text frame when UTF-8, a binary frame otherwise.
+  kRaw = 1,
+};
+
+// WebSocket opcodes the server sends (RFC 6455, section 5.2).
+enum class WsOpcode : uint8_t { kText = 0x1, kBinary = 0x2, kClose = 0x8, kPing = 0x9, kPong = 0xA };
+
+// How a payload is carried in the JSON envelope, decided once per publish.
+enum class PayloadKind : uint8_t { kJson, kText, kBinary };
+
+// PayloadKind of `payload`: kJson when it parses as one JSON value, kText when
+// it is other valid UTF-8, kBinary otherwise.
+PayloadKind ClassifyPayload(absl::string_view payload);
+
+// Returns a complete, unmasked, unfragmented server WebSocket frame.
+std::string BuildFrame(WsOpcode opcode, absl::string_view payload);
+
+// Returns a close frame carrying `code` and `reason` (truncated to fit 125 bytes).
+std::string BuildCloseFrame(uint16_t code, absl::string_view reason);
+
+// One published message, encoded once and shared by every subscriber.
+// Immutable after EncodeMessage returns.
+// Thread: safe from any thread.
+class Message {
+ public:
+  // The complete WebSocket frame for `format`; empty when the publish had no
+  // subscriber of that format (EncodeMessage was told not to build it).
+  absl::string_view Frame(DeliveryFormat format) const {
+    return format == DeliveryFormat::kJson ? json_frame_ : raw_frame_;
+  }
+  uint64_t seq() const { return seq_; }
+  size_t payload_size() const { return payload_size_; }
+
+ private:
+  friend std::shared_ptr<const Message> EncodeMessage(absl::string_view, bool, uint64_t,
+                                                      absl::string_view, bool, bool);
+  uint64_t seq_ = 0;
+  size_t payload_size_ = 0;
+  std::string json_frame_;
+  std::string raw_frame_;
+};
+
+// Encodes a delivery. `topic` names the topic, or is ignored when `broadcast`
+// is true (the envelope then says "broadcast":true). Builds the JSON frame when
+// `json` is true and the raw frame when `raw` is true.
+std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broadcast, uint64_t seq,
+                                             absl::string_view payload, bool json, bool raw);
+
+}  // namespace fanout
+
+#endif  // FANOUT_CORE_MESSAGE_H_

@@ -1,0 +1,122 @@
+#include "service/fanout_service.h"
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "service/status_mapping.h"
+
+namespace fanout {
+namespace {
+
+constexpr int32_t kDefaultPageSize = 100;
+constexpr int32_t kMaxPageSize = 1000;
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status) {
+  auto* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+absl::StatusOr<size_t> PageSize(int32_t requested) {
+  if (requested < 0 || requested > kMaxPageSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("page_size must be between 0 and ", kMaxPageSize));
+  }
+  return static_cast<size_t>(requested == 0 ? kDefaultPageSize : requested);
+}
+
+}  // namespace
+
+FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters)
+    : hub_(hub), node_id_(std::move(node_id)), counters_(std::move(counters)) {}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext* ctx,
+                                                     const v1::PublishRequest* req,
+                                                     v1::PublishResponse* resp) {
+  auto result = hub_->Publish(req->topic(), req->payload());
+  if (!result.ok()) return Finish(ctx, result.status());
+  resp->set_seq(result->seq);
+  resp->set_subscribers(result->subscribers);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,
+                                                       const v1::BroadcastRequest* req,
+                                                       v1::BroadcastResponse* resp) {
+  auto result = hub_->Broadcast(req->payload());
+  if (!result.ok()) return Finish(ctx, result.status());
+  resp->set_seq(result->seq);
+  resp->set_connections(result->subscribers);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(
+    grpc::CallbackServerContext* ctx, const v1::ListSubscribersRequest* req,
+    v1::ListSubscribersResponse* resp) {
+  if (absl::Status s = hub_->ValidateTopic(req->topic()); !s.ok()) return Finish(ctx, s);
+  auto page_size = PageSize(req->page_size());
+  if (!page_size.ok()) return Finish(ctx, page_size.status());
+  // The token is the last connection id of the previous page: ids only grow,
+  // so paging never repeats or skips a subscriber that stays subscribed.
+  uint64_t after = 0;
+  if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &after)) {
+    return Finish(ctx, absl::InvalidArgumentError("page_token is not one this server issued"));
+  }
+  auto page = hub_->registry().ListSubscribers(req->topic(), after, *page_size);
+  for (const auto& sub : page.subscribers) {
+    const Subscriber::Identity& id = sub->identity();
+    v1::Subscriber* out = resp->add_subscribers();
+    out->set_connection_id(absl::StrCat(id.id));
+    out->set_remote_address(id.remote_address);
+    out->set_user(id.user);
+    absl::Duration since_epoch = id.connected_at - absl::UnixEpoch();
+    out->mutable_connected_at()->set_seconds(absl::ToInt64Seconds(since_epoch));
+    out->mutable_connected_at()->set_nanos(static_cast<int32_t>(
+        absl::ToInt64Nanoseconds(since_epoch - absl::Seconds(absl::ToInt64Seconds(since_epoch)))));
+  }
+  if (page.more && !page.subscribers.empty()) {
+    resp->set_next_page_token(absl::StrCat(page.subscribers.back()->id()));
+  }
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::ListTopics(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListTopicsRequest* req,
+                                                        v1::ListTopicsResponse* resp) {
+  auto page_size = PageSize(req->page_size());
+  if (!page_size.ok()) return Finish(ctx, page_size.status());
+  // The token is the last topic name of the previous page.
+  const std::string& after = req->page_token();
+  if (!after.empty()) {
+    if (absl::Status s = hub_->ValidateTopic(after); !s.ok()) {
+      return Finish(ctx, absl::InvalidArgumentError("page_token is not one this server issued"));
+    }
+  }
+  bool more = false;
+  auto topics = hub_->registry().ListTopics(req->prefix(), after, *page_size, &more);
+  for (const auto& t : topics) {
+    v1::TopicInfo* out = resp->add_topics();
+    out->set_topic(t.topic);
+    out->set_subscribers(t.subscribers);
+  }
+  if (more && !topics.empty()) resp->set_next_page_token(topics.back().topic);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::GetStats(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetStatsRequest* req,
+                                                      v1::GetStatsResponse* resp) {
+  resp->set_node_id(node_id_);
+  resp->set_uptime_seconds(static_cast<uint64_t>(absl::ToInt64Seconds(absl::Now() - started_)));
+  resp->set_connections(hub_->connection_count());
+  resp->set_topics(hub_->registry().topic_count());
+  resp->set_subscriptions(hub_->registry().subscription_count());
+  resp->set_messages_in(hub_->messages_in());
+  resp->set_bytes_in(hub_->bytes_in());
+  resp->set_messages_out(counters_.messages_out());
+  resp->set_bytes_out(counters_.bytes_out());
+  resp->set_slow_client_disconnects(counters_.slow_client_disconnects());
+  return Finish(ctx, absl::OkStatus());
+}
+
+}  // namespace fanout

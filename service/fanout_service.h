@@ -1,0 +1,52 @@
+#ifndef FANOUT_SERVICE_FANOUT_SERVICE_H_
+#define FANOUT_SERVICE_FANOUT_SERVICE_H_
+
+#include <functional>
+#include <string>
+
+#include "absl/time/time.h"
+#include "core/hub.h"
+#include "fanout/v1/fanout.grpc.pb.h"
+
+namespace fanout {
+
+// Counters the gRPC service reports that live outside the hub.
+struct NodeCounters {
+  std::function<uint64_t()> messages_out;
+  std::function<uint64_t()> bytes_out;
+  std::function<uint64_t()> slow_client_disconnects;
+};
+
+// fanout.v1.Fanout on gRPC's callback API. Every method finishes inline: the
+// hub never blocks, so no reactor waits on I/O.
+// Thread: gRPC's threads; never blocks beyond a registry stripe lock.
+class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
+ public:
+  FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters);
+
+  grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
+                                    const v1::PublishRequest* req,
+                                    v1::PublishResponse* resp) override;
+  grpc::ServerUnaryReactor* Broadcast(grpc::CallbackServerContext* ctx,
+                                      const v1::BroadcastRequest* req,
+                                      v1::BroadcastResponse* resp) override;
+  grpc::ServerUnaryReactor* ListSubscribers(grpc::CallbackServerContext* ctx,
+                                            const v1::ListSubscribersRequest* req,
+                                            v1::ListSubscribersResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTopics(grpc::CallbackServerContext* ctx,
+                                       const v1::ListTopicsRequest* req,
+                                       v1::ListTopicsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* req,
+                                     v1::GetStatsResponse* resp) override;
+
+ private:
+  Hub* const hub_;
+  const std::string node_id_;
+  const NodeCounters counters_;
+  const absl::Time started_ = absl::Now();
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_SERVICE_FANOUT_SERVICE_H_

@@ -1,0 +1,158 @@
+// fanoutd: a standalone fanout node. Parses flags (environment variables
+// FANOUT_<FLAG> are fallbacks), starts the node, prints the bound addresses as
+// one JSON line on stdout, and stops gracefully on SIGTERM or SIGINT.
+#include <signal.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "service/node.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+
+ABSL_FLAG(std::string, grpc_listen, "127.0.0.1:50051", "gRPC API address, HOST:PORT (port 0: any free port)");
+ABSL_FLAG(std::string, ws_listen, "0.0.0.0:8080",
+          "WebSocket and HTTP (/ws, /healthz, /metrics) address, HOST:PORT (port 0: any free port)");
+ABSL_FLAG(int, io_threads, 0, "I/O threads for WebSocket connections (0: one per core)");
+ABSL_FLAG(int, registry_stripes, 64, "Lock stripes of the topic registry");
+ABSL_FLAG(std::string, node_id, "", "Node id reported by GetStats and metrics (default HOSTNAME-PID)");
+ABSL_FLAG(int64_t, max_connections, 100000, "Most open WebSocket connections; more get HTTP 503");
+ABSL_FLAG(int64_t, max_subscriptions_per_connection, 1000, "Most topics one connection may subscribe to");
+ABSL_FLAG(int64_t, max_topic_length, 256, "Longest topic name in bytes");
+ABSL_FLAG(int64_t, max_payload_bytes, 1 << 20, "Largest publish payload in bytes");
+ABSL_FLAG(int64_t, max_outbound_queue_bytes, 1 << 20,
+          "Bytes queued for one connection before it is closed as a slow consumer (4008)");
+ABSL_FLAG(int64_t, max_inbound_message_bytes, 64 << 10,
+          "Largest message a client may send; larger closes with 1009");
+ABSL_FLAG(double, client_messages_per_second, 100, "Sustained control messages per second per client");
+ABSL_FLAG(double, client_message_burst, 200, "Control messages a client may send in a burst");
+ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
+          "Time allowed for the HTTP request, upgrade and close handshake");
+ABSL_FLAG(absl::Duration, idle_timeout, absl::Seconds(60),
+          "Close a connection silent for this long (pinged at half of it)");
+ABSL_FLAG(std::vector<std::string>, allowed_origins, {},
+          "Comma-separated Origin values allowed to connect (empty: any)");
+ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
+          "On SIGTERM, how long to wait for WebSocket closes and gRPC calls");
+ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error, off");
+
+namespace {
+
+// Flags given on the command line win; FANOUT_<NAME> environment variables
+// fill in the rest. They are placed before the real arguments, and the last
+// occurrence of a flag wins.
+std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::string>* storage) {
+  static const char* kNames[] = {
+      "grpc_listen", "ws_listen", "io_threads", "registry_stripes", "node_id",
+      "max_connections", "max_subscriptions_per_connection", "max_topic_length",
+      "max_payload_bytes", "max_outbound_queue_bytes", "max_inbound_message_bytes",
+      "client_messages_per_second", "client_message_burst", "handshake_timeout",
+      "idle_timeout", "allowed_origins", "drain_timeout", "log_level"};
+  for (const char* name : kNames) {
+    std::string env = absl::StrCat("FANOUT_", absl::AsciiStrToUpper(name));
+    if (const char* value = std::getenv(env.c_str())) storage->push_back(absl::StrCat("--", name, "=", value));
+  }
+  std::vector<char*> args;
+  args.push_back(argv[0]);
+  for (auto& s : *storage) args.push_back(s.data());
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  return args;
+}
+
+[[noreturn]] void Die(const std::string& message) {
+  std::fprintf(stderr, "fanoutd: %s\n", message.c_str());
+  std::exit(2);
+}
+
+size_t Positive(int64_t v, const char* name) {
+  if (v < 1) Die(absl::StrCat("--", name, " must be at least 1"));
+  return static_cast<size_t>(v);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "fanoutd: fans messages published over gRPC out to WebSocket clients.\n"
+      "Every flag can also be set with the environment variable FANOUT_<FLAG>.\n"
+      "Usage: fanoutd [--grpc_listen=HOST:PORT] [--ws_listen=HOST:PORT] [flags]");
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "service/main.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  std::vector<std::string> env_storage;
+  std::vector<char*> args = WithEnvironmentFlags(argc, argv, &env_storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()) - 1, args.data());
+
+  auto logger = spdlog::stderr_color_mt("fanoutd");
+  spdlog::set_default_logger(logger);
+  auto level = spdlog::level::from_str(absl::GetFlag(FLAGS_log_level));
+  if (level == spdlog::level::off && absl::GetFlag(FLAGS_log_level) != "off") {
+    Die("--log_level must be trace, debug, info, warn, error or off");
+  }
+  spdlog::set_level(level);
+
+  fanout::NodeOptions options;
+  options.grpc_listen = absl::GetFlag(FLAGS_grpc_listen);
+  options.ws.listen = absl::GetFlag(FLAGS_ws_listen);
+  int threads = absl::GetFlag(FLAGS_io_threads);
+  if (threads < 0) Die("--io_threads must be 0 (one per core) or more");
+  options.ws.io_threads = threads == 0 ? std::max(1u, std::thread::hardware_concurrency()) : threads;
+  options.registry_stripes = Positive(absl::GetFlag(FLAGS_registry_stripes), "registry_stripes");
+  options.node_id = absl::GetFlag(FLAGS_node_id);
+  options.ws.max_connections = Positive(absl::GetFlag(FLAGS_max_connections), "max_connections");
+  options.limits.max_subscriptions_per_connection =
+      Positive(absl::GetFlag(FLAGS_max_subscriptions_per_connection), "max_subscriptions_per_connection");
+  options.limits.max_topic_length = Positive(absl::GetFlag(FLAGS_max_topic_length), "max_topic_length");
+  options.limits.max_payload_bytes = Positive(absl::GetFlag(FLAGS_max_payload_bytes), "max_payload_bytes");
+  if (options.limits.max_payload_bytes > (512u << 20)) Die("--max_payload_bytes must be at most 512 MiB");
+  options.ws.max_outbound_queue_bytes =
+      Positive(absl::GetFlag(FLAGS_max_outbound_queue_bytes), "max_outbound_queue_bytes");
+  options.ws.max_inbound_message_bytes =
+      Positive(absl::GetFlag(FLAGS_max_inbound_message_bytes), "max_inbound_message_bytes");
+  options.ws.client_messages_per_second = absl::GetFlag(FLAGS_client_messages_per_second);
+  options.ws.client_message_burst = absl::GetFlag(FLAGS_client_message_burst);
+  if (options.ws.client_messages_per_second <= 0 || options.ws.client_message_burst < 1) {
+    Die("--client_messages_per_second must be positive and --client_message_burst at least 1");
+  }
+  options.ws.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
+  options.ws.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  if (options.ws.handshake_timeout <= absl::ZeroDuration() || options.ws.idle_timeout <= absl::ZeroDuration()) {
+    Die("--handshake_timeout and --idle_timeout must be positive");
+  }
+  options.ws.allowed_origins = absl::GetFlag(FLAGS_allowed_origins);
+  options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+
+  // Block the stop signals in every thread; main waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto node = fanout::Node::Create(options);
+  if (!node.ok()) Die(std::string(node.status().message()));
+  std::printf("{\"grpc\":\"%s\",\"ws\":\"%s\"}\n", (*node)->grpc_address().c_str(),
+              (*node)->ws_address().c_str());
+  std::fflush(stdout);
+
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  (*node)->Shutdown();
+  return 0;
+}

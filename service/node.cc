@@ -1,0 +1,133 @@
+#include "service/node.h"
+
+#include <unistd.h>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/server_builder.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "spdlog/spdlog.h"
+
+namespace fanout {
+namespace {
+
+constexpr char kServiceName[] = "fanout.v1.Fanout";
+
+std::string DefaultNodeId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "node");
+  return absl::StrCat(host, "-", getpid());
+}
+
+}  // namespace
+
+Node::Node(const NodeOptions& options) : options_(options) {}
+
+Node::~Node() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
+  NodeOptions options = in;
+  if (options.node_id.empty()) options.node_id = DefaultNodeId();
+  if (options.ws.io_threads < 1) return absl::InvalidArgumentError("io_threads must be at least 1");
+  if (options.limits.max_topic_length < 1) {
+    return absl::InvalidArgumentError("max_topic_length must be at least 1");
+  }
+  std::unique_ptr<Node> node(new Node(options));
+
+  node->pool_ = std::make_unique<IoThreadPool>(options.ws.io_threads);
+  node->hub_ = std::make_unique<Hub>(
+      Hub::Options{.limits = options.limits, .stripes = options.registry_stripes},
+      node->pool_.get());
+  Node* raw = node.get();
+  WsFrontEnd::Hooks hooks;
+  hooks.metrics = [raw](std::string* out) { raw->AppendMetrics(out); };
+  hooks.serving = [raw] { return raw->serving(); };
+  auto fe = WsFrontEnd::Create(options.ws, node->hub_.get(), node->pool_.get(), std::move(hooks));
+  if (!fe.ok()) return fe.status();
+  node->front_end_ = std::move(*fe);
+
+  IoThreadPool* pool = node->pool_.get();
+  NodeCounters counters{
+      .messages_out = [pool] { return pool->Sum(&IoThreadStats::messages_out); },
+      .bytes_out = [pool] { return pool->Sum(&IoThreadStats::bytes_out); },
+      .slow_client_disconnects = [pool] { return pool->Sum(&IoThreadStats::slow_disconnects); },
+  };
+  node->service_ =
+      std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id, std::move(counters));
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(node->service_.get());
+  // Leave room for the request's other fields over the payload limit, so an
+  // oversized payload gets our INVALID_ARGUMENT with its size rather than a
+  // transport error.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.limits.max_payload_bytes + (64 << 10)));
+  node->grpc_server_ = builder.BuildAndStart();
+  if (!node->grpc_server_ || port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on '", options.grpc_listen, "'"));
+  }
+  std::string host = options.grpc_listen.substr(0, options.grpc_listen.rfind(':'));
+  node->grpc_address_ = absl::StrCat(host, ":", port);
+
+  auto* health = node->grpc_server_->GetHealthCheckService();
+  health->SetServingStatus("", true);
+  health->SetServingStatus(kServiceName, true);
+  node->pool_->Start();
+  node->front_end_->Start();
+  node->serving_.store(true, std::memory_order_release);
+  spdlog::info("fanoutd {} serving gRPC on {} and WebSocket on {} with {} I/O threads",
+               options.node_id, node->grpc_address_, node->ws_address(), options.ws.io_threads);
+  return node;
+}
+
+void Node::Shutdown() {
+  if (stopped_.exchange(true)) return;
+  serving_.store(false, std::memory_order_release);
+  if (grpc_server_) {
+    // Watchers of grpc.health.v1 see NOT_SERVING before anything closes.
+    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+  }
+  absl::Time deadline = absl::Now() + options_.drain_timeout;
+  if (front_end_) front_end_->Shutdown(options_.drain_timeout);
+  if (grpc_server_) {
+    grpc_server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
+    grpc_server_->Wait();
+  }
+  if (pool_) pool_->Stop();
+  spdlog::info("fanoutd stopped");
+}
+
+std::string Node::Metrics() const {
+  std::string out;
+  AppendMetrics(&out);
+  front_end_->AppendMetrics(&out);
+  return out;
+}
+
+void Node::AppendMetrics(std::string* out) const {
+  auto metric = [&](const char* type, const char* name, const char* help, auto value) {
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
+                    " ", value, "\n");
+  };
+  absl::StrAppend(out, "# HELP fanout_node_info Constant 1, labelled with the node id.\n",
+                  "# TYPE fanout_node_info gauge\nfanout_node_info{node_id=\"", options_.node_id,
+                  "\"} 1\n");
+  metric("gauge", "fanout_uptime_seconds", "Seconds since the node started.",
+         absl::ToInt64Seconds(absl::Now() - started_));
+  metric("gauge", "fanout_topics", "Topics with at least one subscriber.",
+         hub_->registry().topic_count());
+  metric("gauge", "fanout_subscriptions", "Subscriptions over all connections.",
+         hub_->registry().subscription_count());
+  metric("counter", "fanout_messages_in_total", "Messages published (Publish and Broadcast).",
+         hub_->messages_in());
+  metric("counter", "fanout_bytes_in_total", "Payload bytes published.", hub_->bytes_in());
+}
+
+}  // namespace fanout

@@ -1,0 +1,73 @@
+#ifndef FANOUT_SERVICE_NODE_H_
+#define FANOUT_SERVICE_NODE_H_
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/server.h>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/hub.h"
+#include "core/limits.h"
+#include "service/fanout_service.h"
+#include "ws/front_end.h"
+#include "ws/io_threads.h"
+#include "ws/ws_options.h"
+
+namespace fanout {
+
+// Everything a standalone fanoutd runs, wired together: the hub, the I/O
+// threads with the WebSocket front end, and the gRPC server with reflection
+// and health. main.cc only parses flags into NodeOptions.
+struct NodeOptions {
+  // gRPC HOST:PORT; port 0 picks a free port.
+  std::string grpc_listen = "127.0.0.1:50051";
+  WsOptions ws;
+  Limits limits;
+  // Registry stripes (locks); more stripes, less contention between topics.
+  size_t registry_stripes = 64;
+  // Reported by GetStats and in metrics; defaults to HOSTNAME-PID.
+  std::string node_id;
+  // How long shutdown waits for WebSocket close handshakes and gRPC calls.
+  absl::Duration drain_timeout = absl::Seconds(10);
+};
+
+// Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.
+class Node {
+ public:
+  // Binds both ports and starts serving. INVALID_ARGUMENT for bad options,
+  // UNAVAILABLE when a port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<Node>> Create(const NodeOptions& options);
+  ~Node();
+
+  const std::string& grpc_address() const { return grpc_address_; }
+  std::string ws_address() const { return front_end_->local_address(); }
+  bool serving() const { return serving_.load(std::memory_order_acquire); }
+
+  // Graceful stop: health NOT_SERVING, stop accepting, close WebSockets with
+  // 1001, let gRPC calls finish within the drain timeout. Idempotent.
+  void Shutdown();
+
+  // The node's Prometheus text (what /metrics serves).
+  std::string Metrics() const;
+
+ private:
+  explicit Node(const NodeOptions& options);
+  void AppendMetrics(std::string* out) const;
+
+  const NodeOptions options_;
+  std::unique_ptr<IoThreadPool> pool_;
+  std::unique_ptr<Hub> hub_;
+  std::unique_ptr<WsFrontEnd> front_end_;
+  std::unique_ptr<FanoutServiceImpl> service_;
+  std::unique_ptr<grpc::Server> grpc_server_;
+  std::string grpc_address_;
+  std::atomic<bool> serving_{false};
+  std::atomic<bool> stopped_{false};
+  const absl::Time started_ = absl::Now();
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_SERVICE_NODE_H_

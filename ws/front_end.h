@@ -1,0 +1,83 @@
+#ifndef FANOUT_WS_FRONT_END_H_
+#define FANOUT_WS_FRONT_END_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/hub.h"
+#include "ws/io_threads.h"
+#include "ws/ws_options.h"
+
+namespace fanout {
+
+class WsListener;
+
+// The WebSocket/HTTP front end: one port serving /ws, /healthz and /metrics,
+// with one SO_REUSEPORT listener per I/O thread.
+// Thread: Create/Start/Shutdown from the owning (main) thread; accessors used
+// by sessions are safe from any thread.
+class WsFrontEnd {
+ public:
+  struct Hooks {
+    // Appends the node's Prometheus text (everything but the front end's own
+    // series, which AppendMetrics adds). Called on an I/O thread.
+    std::function<void(std::string*)> metrics;
+    // True while the node serves; /healthz answers 503 otherwise.
+    std::function<bool()> serving;
+  };
+
+  // Binds the listeners. INVALID_ARGUMENT for a bad address, UNAVAILABLE when
+  // the port cannot be bound. `hub` and `pool` must outlive the front end.
+  static absl::StatusOr<std::unique_ptr<WsFrontEnd>> Create(const WsOptions& options, Hub* hub,
+                                                            IoThreadPool* pool, Hooks hooks);
+  ~WsFrontEnd();
+
+  // The bound address, HOST:PORT.
+  std::string local_address() const;
+  // Starts accepting (the pool must be running or about to run).
+  void Start();
+  // Stops accepting, closes every WebSocket with 1001 and waits up to
+  // `deadline` for the close handshakes. Call once, before stopping the pool.
+  void Shutdown(absl::Duration deadline);
+
+  // Appends the front end's Prometheus series to `out`.
+  void AppendMetrics(std::string* out) const;
+
+  // -- For sessions --
+  Hub& hub() { return *hub_; }
+  const WsOptions& options() const { return options_; }
+  const Hooks& hooks() const { return hooks_; }
+  IoThreadPool& pool() { return *pool_; }
+  uint64_t NextConnectionId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
+  bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
+  // Counts a refused upgrade or request, by reason.
+  enum class Reject { kBadRequest, kBadTopic, kOrigin, kTooManyConnections, kShuttingDown, kCount };
+  void CountReject(Reject r) { rejects_[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed); }
+  void CountAccepted() { accepted_.fetch_add(1, std::memory_order_relaxed); }
+
+ private:
+  WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool, Hooks hooks);
+
+  const WsOptions options_;
+  Hub* const hub_;
+  IoThreadPool* const pool_;
+  const Hooks hooks_;
+  std::vector<std::shared_ptr<WsListener>> listeners_;
+  boost::asio::ip::tcp::endpoint endpoint_;
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<uint64_t> accepted_{0};
+  std::atomic<uint64_t> rejects_[static_cast<int>(Reject::kCount)]{};
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_WS_FRONT_END_H_

@@ -1,0 +1,41 @@
+#ifndef FANOUT_WS_WS_OPTIONS_H_
+#define FANOUT_WS_WS_OPTIONS_H_
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+
+namespace fanout {
+
+// Settings of the WebSocket/HTTP front end; each has a fanoutd flag of the
+// same name (docs/operations.md).
+struct WsOptions {
+  // HOST:PORT to listen on; port 0 picks a free port.
+  std::string listen = "0.0.0.0:8080";
+  // I/O threads; each owns its connections for their whole life.
+  int io_threads = 1;
+  // Most open WebSocket connections; more are refused with HTTP 503.
+  size_t max_connections = 100000;
+  // Bytes a connection may have queued for sending before it is closed with
+  // close code 4008 (slow consumer).
+  size_t max_outbound_queue_bytes = 1 << 20;
+  // Largest message a client may send; larger closes with 1009.
+  size_t max_inbound_message_bytes = 64 << 10;
+  // Sustained control messages per second a client may send, and the burst it
+  // may use up front; beyond that it is closed with 1008.
+  double client_messages_per_second = 100;
+  double client_message_burst = 200;
+  // Time for the HTTP request, the upgrade and the close handshake.
+  absl::Duration handshake_timeout = absl::Seconds(10);
+  // A connection that sends nothing (not even a pong) for this long is closed;
+  // the server pings at half this interval.
+  absl::Duration idle_timeout = absl::Seconds(60);
+  // Values accepted in the Origin header; empty accepts any origin.
+  std::vector<std::string> allowed_origins;
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_WS_WS_OPTIONS_H_
