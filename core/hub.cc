@@ -46,7 +46,7 @@ absl::StatusOr<Hub::PublishResult> Hub::Broadcast(absl::string_view payload) {
   uint64_t seq;
   std::shared_ptr<const SubscriberSnapshot> snapshot;
   {
-    absl::MutexLock lock(&connections_mu_);
+    MutexLock lock(&connections_mu_);
     seq = connections_.NextSeq();
     snapshot = connections_.Snapshot(dispatcher_->thread_count());
   }
@@ -67,14 +67,14 @@ void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
 }
 
 bool Hub::AddConnection(std::shared_ptr<Subscriber> connection) {
-  absl::MutexLock lock(&connections_mu_);
+  MutexLock lock(&connections_mu_);
   bool added = connections_.Add(std::move(connection));
   if (added) connection_count_.fetch_add(1, std::memory_order_relaxed);
   return added;
 }
 
 void Hub::RemoveConnection(uint64_t id) {
-  absl::MutexLock lock(&connections_mu_);
+  MutexLock lock(&connections_mu_);
   if (connections_.Remove(id)) connection_count_.fetch_sub(1, std::memory_order_relaxed);
 }
 

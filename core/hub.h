@@ -10,7 +10,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "core/mutex.h"
 #include "core/limits.h"
 #include "core/subscriber.h"
 #include "core/topic_registry.h"
@@ -79,7 +79,7 @@ class Hub {
   Dispatcher* const dispatcher_;
   TopicRegistry registry_;
 
-  absl::Mutex connections_mu_;
+  Mutex connections_mu_;
   SubscriberSet connections_ ABSL_GUARDED_BY(connections_mu_);
   std::atomic<size_t> connection_count_{0};
 

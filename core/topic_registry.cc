@@ -18,7 +18,7 @@ TopicRegistry::Stripe& TopicRegistry::StripeFor(absl::string_view topic) const {
 
 bool TopicRegistry::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber) {
   Stripe& s = StripeFor(topic);
-  absl::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   auto [it, created] = s.topics.try_emplace(topic);
   if (created) topic_count_.fetch_add(1, std::memory_order_relaxed);
   bool added = it->second.Add(std::move(subscriber));
@@ -28,7 +28,7 @@ bool TopicRegistry::Subscribe(absl::string_view topic, std::shared_ptr<Subscribe
 
 bool TopicRegistry::Unsubscribe(absl::string_view topic, uint64_t id) {
   Stripe& s = StripeFor(topic);
-  absl::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   auto it = s.topics.find(topic);
   if (it == s.topics.end() || !it->second.Remove(id)) return false;
   subscription_count_.fetch_sub(1, std::memory_order_relaxed);
@@ -41,7 +41,7 @@ bool TopicRegistry::Unsubscribe(absl::string_view topic, uint64_t id) {
 
 TopicRegistry::PublishPlan TopicRegistry::PlanPublish(absl::string_view topic) {
   Stripe& s = StripeFor(topic);
-  absl::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   auto it = s.topics.find(topic);
   if (it == s.topics.end()) return {};
   return {it->second.NextSeq(), it->second.Snapshot(io_threads_)};
@@ -52,7 +52,7 @@ TopicRegistry::SubscriberPage TopicRegistry::ListSubscribers(absl::string_view t
                                                              size_t limit) const {
   SubscriberPage page;
   Stripe& s = StripeFor(topic);
-  absl::MutexLock lock(&s.mu);
+  MutexLock lock(&s.mu);
   auto it = s.topics.find(topic);
   if (it != s.topics.end()) page.more = it->second.Page(after_id, limit, &page.subscribers);
   return page;
@@ -64,7 +64,7 @@ std::vector<TopicRegistry::TopicCount> TopicRegistry::ListTopics(absl::string_vi
   // Admin path: gather the matching names from every stripe, then order them.
   std::vector<TopicCount> all;
   for (size_t i = 0; i < stripe_count_; ++i) {
-    absl::MutexLock lock(&stripes_[i].mu);
+    MutexLock lock(&stripes_[i].mu);
     for (const auto& [name, set] : stripes_[i].topics) {
       if (absl::StartsWith(name, prefix) && name > after) all.push_back({name, set.size()});
     }

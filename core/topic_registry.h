@@ -10,7 +10,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
+#include "core/mutex.h"
 #include "core/subscriber.h"
 
 namespace fanout {
@@ -61,7 +61,7 @@ class TopicRegistry {
 
  private:
   struct alignas(64) Stripe {
-    mutable absl::Mutex mu;
+    mutable Mutex mu;
     absl::flat_hash_map<std::string, SubscriberSet> topics ABSL_GUARDED_BY(mu);
   };
   Stripe& StripeFor(absl::string_view topic) const;

@@ -1,0 +1,49 @@
+#ifndef FANOUT_TESTS_UNIT_CORE_FAKE_SUBSCRIBER_H_
+#define FANOUT_TESTS_UNIT_CORE_FAKE_SUBSCRIBER_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/hub.h"
+#include "core/subscriber.h"
+
+namespace fanout {
+
+// Records what it is handed.
+class FakeSubscriber : public Subscriber {
+ public:
+  FakeSubscriber(uint64_t id, int io_index, DeliveryFormat format = DeliveryFormat::kJson)
+      : Subscriber(Identity{.id = id, .io_index = io_index, .format = format}) {}
+  void DeliverOnIoThread(const std::shared_ptr<const Message>& m) override {
+    received.push_back(std::string(m->Frame(identity().format)));
+    count.fetch_add(1, std::memory_order_relaxed);
+  }
+  std::vector<std::string> received;
+  std::atomic<int> count{0};
+};
+
+// Queues posted work per thread and runs it when asked, like I/O loops would.
+class QueueDispatcher : public Dispatcher {
+ public:
+  explicit QueueDispatcher(int threads) : queues_(static_cast<size_t>(threads)) {}
+  int thread_count() const override { return static_cast<int>(queues_.size()); }
+  void Post(int index, absl::AnyInvocable<void() &&> fn) override {
+    queues_[static_cast<size_t>(index)].push_back(std::move(fn));
+  }
+  size_t pending(int index) const { return queues_[static_cast<size_t>(index)].size(); }
+  void RunAll() {
+    for (auto& q : queues_) {
+      for (auto& fn : q) std::move(fn)();
+      q.clear();
+    }
+  }
+
+ private:
+  std::vector<std::vector<absl::AnyInvocable<void() &&>>> queues_;
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_TESTS_UNIT_CORE_FAKE_SUBSCRIBER_H_
