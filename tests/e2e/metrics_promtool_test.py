@@ -1,0 +1,242 @@
+#!/usr/bin/python3
+"""e2e.metrics_promtool: /metrics after real traffic passes `promtool check metrics`.
+
+Starts fanoutd on port 0, makes traffic that moves every counter it can without
+waiting on a timer (a subscriber, control messages good and bad, a refused
+upgrade, publishes and a broadcast over gRPC), scrapes /metrics, and checks:
+promtool accepts it, every series docs/operations.md lists is there, and the
+counters say what the traffic did.
+
+Usage: /usr/bin/python3 metrics_promtool_test.py path/to/fanoutd [path/to/promtool]
+"""
+
+import asyncio
+import importlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+
+import grpc
+import websockets
+
+TIMEOUT = 10.0  # seconds; bounds every single wait in this test
+PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
+
+# Every series /metrics serves, as docs/operations.md lists them.
+EXPECTED_SERIES = {
+    "fanout_node_info": "gauge",
+    "fanout_uptime_seconds": "gauge",
+    "fanout_topics": "gauge",
+    "fanout_subscriptions": "gauge",
+    "fanout_messages_in_total": "counter",
+    "fanout_bytes_in_total": "counter",
+    "fanout_connections": "gauge",
+    "fanout_connections_accepted_total": "counter",
+    "fanout_connections_rejected_total": "counter",
+    "fanout_messages_out_total": "counter",
+    "fanout_bytes_out_total": "counter",
+    "fanout_client_messages_in_total": "counter",
+    "fanout_client_bytes_in_total": "counter",
+    "fanout_slow_client_disconnects_total": "counter",
+    "fanout_rate_limit_disconnects_total": "counter",
+    "fanout_client_errors_total": "counter",
+}
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
+        return ok
+
+    def expect_eq(self, name, got, want):
+        return self.check(name, got == want, f"got {got!r}, want {want!r}")
+
+
+def start_fanoutd(binary):
+    proc = subprocess.Popen(
+        [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
+         "--node_id=e2e-metrics", "--io_threads=2"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = queue.Queue()
+    stderr = []
+
+    def pump(stream, sink):
+        for line in iter(stream.readline, b""):
+            sink(line.decode("utf-8", "replace"))
+        sink(None)
+
+    threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True).start()
+    threading.Thread(target=pump, args=(proc.stderr, stderr.append), daemon=True).start()
+    try:
+        line = lines.get(timeout=TIMEOUT)
+    except queue.Empty:
+        line = None
+    if line is None:
+        proc.kill()
+        raise RuntimeError("fanoutd gave no ready line: " + "".join(s for s in stderr if s))
+    return proc, json.loads(line), stderr
+
+
+def compile_fanout_proto(tmp):
+    subprocess.run(["protoc", f"-I{PROTO_ROOT}", f"--python_out={tmp}", f"--grpc_python_out={tmp}",
+                    f"--plugin=protoc-gen-grpc_python={GRPC_PYTHON_PLUGIN}",
+                    "fanout/v1/fanout.proto"], check=True, timeout=TIMEOUT)
+    sys.path.insert(0, tmp)
+    return (importlib.import_module("fanout.v1.fanout_pb2"),
+            importlib.import_module("fanout.v1.fanout_pb2_grpc"))
+
+
+def http_get(url):
+    """Returns (status, body) without raising on 4xx/5xx."""
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def parse_metrics(text):
+    """{family: type} from # TYPE lines and {series-with-labels: value}."""
+    types, values = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            values[series] = float(value)
+    return types, values
+
+
+async def traffic(pb2, pb2_grpc, addresses):
+    ws_address = addresses["ws"]
+    # A refused upgrade (bad topic) and one with a bad format.
+    async def refused(url):
+        try:
+            ws = await asyncio.wait_for(websockets.connect(url), TIMEOUT)
+            await ws.close()
+            return None
+        except websockets.exceptions.InvalidStatusCode as e:
+            return e.status_code
+    statuses = [await refused(f"ws://{ws_address}/ws?topics=bad%20topic"),
+                await refused(f"ws://{ws_address}/ws?format=xml")]
+
+    ws = await asyncio.wait_for(websockets.connect(f"ws://{ws_address}/ws?topics=news"), TIMEOUT)
+    # Three control messages: two answered ok, one answered with an error.
+    await ws.send('{"op":"subscribe","topic":"alerts","id":1}')
+    await ws.send('{"op":"ping","id":2}')
+    await ws.send('{"op":"jump","id":3}')
+    replies = [json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT)) for _ in range(3)]
+
+    with grpc.insecure_channel(addresses["grpc"]) as channel:
+        stub = pb2_grpc.FanoutStub(channel)
+        stub.Publish(pb2.PublishRequest(topic="news", payload=b"hello"), timeout=TIMEOUT)
+        stub.Publish(pb2.PublishRequest(topic="alerts", payload=b'{"level":1}'), timeout=TIMEOUT)
+        stub.Broadcast(pb2.BroadcastRequest(payload=b"bye"), timeout=TIMEOUT)
+    frames = [await asyncio.wait_for(ws.recv(), TIMEOUT) for _ in range(3)]
+    return statuses, replies, frames, ws
+
+
+async def run(binary, promtool, tmp, results):
+    pb2, pb2_grpc = compile_fanout_proto(tmp)
+    proc, addresses, stderr = start_fanoutd(binary)
+    try:
+        statuses, replies, frames, ws = await traffic(pb2, pb2_grpc, addresses)
+        results.expect_eq("refused upgrades answer 400", statuses, [400, 400])
+        results.expect_eq("control replies",
+                          [r.get("ok") or r["error"]["code"] for r in replies],
+                          [True, True, "unknown_op"])
+        results.expect_eq("deliveries", frames, [
+            '{"topic":"news","seq":1,"text":"hello"}',
+            '{"topic":"alerts","seq":1,"data":{"level":1}}',
+            '{"broadcast":true,"seq":1,"text":"bye"}'])
+
+        status, text = await asyncio.to_thread(http_get, f"http://{addresses['ws']}/metrics")
+        results.expect_eq("/metrics answers 200", status, 200)
+        check = await asyncio.to_thread(
+            subprocess.run, [promtool, "check", "metrics"], input=text.encode(),
+            capture_output=True, timeout=TIMEOUT)
+        results.check("promtool check metrics accepts /metrics", check.returncode == 0,
+                      (check.stdout + check.stderr).decode() + "\n--- /metrics ---\n" + text)
+
+        types, values = parse_metrics(text)
+        results.expect_eq("the documented series and their types", types, EXPECTED_SERIES)
+        want = {
+            'fanout_node_info{node_id="e2e-metrics"}': 1,
+            "fanout_topics": 2,
+            "fanout_subscriptions": 2,
+            "fanout_messages_in_total": 3,
+            "fanout_bytes_in_total": 5 + 11 + 3,
+            "fanout_connections": 1,
+            "fanout_connections_accepted_total": 1,
+            'fanout_connections_rejected_total{reason="bad_request"}': 1,
+            'fanout_connections_rejected_total{reason="bad_topic"}': 1,
+            'fanout_connections_rejected_total{reason="origin"}': 0,
+            'fanout_connections_rejected_total{reason="too_many_connections"}': 0,
+            'fanout_connections_rejected_total{reason="shutting_down"}': 0,
+            "fanout_messages_out_total": 3,
+            "fanout_bytes_out_total": sum(2 + len(f) for f in frames),
+            "fanout_client_messages_in_total": 3,
+            "fanout_client_errors_total": 1,
+            "fanout_slow_client_disconnects_total": 0,
+            "fanout_rate_limit_disconnects_total": 0,
+        }
+        got = {k: values.get(k) for k in want}
+        results.expect_eq("counters match the traffic", got, want)
+        results.check("fanout_client_bytes_in_total counts the control messages",
+                      values.get("fanout_client_bytes_in_total") == sum(
+                          len(m) for m in ('{"op":"subscribe","topic":"alerts","id":1}',
+                                           '{"op":"ping","id":2}', '{"op":"jump","id":3}')),
+                      f"got {values.get('fanout_client_bytes_in_total')}")
+
+        status, body = await asyncio.to_thread(http_get, f"http://{addresses['ws']}/healthz")
+        results.expect_eq("/healthz while serving", (status, body), (200, "ok\n"))
+
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        results.expect_eq("SIGTERM closes the subscriber with 1001", ws.close_code, 1001)
+        code = await asyncio.to_thread(proc.wait, TIMEOUT)
+        results.expect_eq("fanoutd exits 0 on SIGTERM", code, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+        if results.failed:
+            print("--- fanoutd stderr ---\n" + "".join(s for s in stderr if s), flush=True)
+
+
+def main():
+    if len(sys.argv) not in (2, 3):
+        print(__doc__, file=sys.stderr)
+        return 2
+    binary = os.path.abspath(sys.argv[1])
+    promtool = sys.argv[2] if len(sys.argv) == 3 else "promtool"
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="fanout-e2e-") as tmp:
+        try:
+            asyncio.run(run(binary, promtool, tmp, results))
+        except Exception as e:
+            results.check("test ran to the end", False, f"{type(e).__name__}: {e}")
+    print(f"{results.passed} passed, {results.failed} failed", flush=True)
+    return 1 if results.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
