@@ -33,6 +33,7 @@ FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters
 grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext* ctx,
                                                      const v1::PublishRequest* req,
                                                      v1::PublishResponse* resp) {
+  if (!counters_.serving()) return Finish(ctx, absl::UnavailableError("node is shutting down"));
   auto result = hub_->Publish(req->topic(), req->payload());
   if (!result.ok()) return Finish(ctx, result.status());
   resp->set_seq(result->seq);
@@ -43,6 +44,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,
                                                        const v1::BroadcastRequest* req,
                                                        v1::BroadcastResponse* resp) {
+  if (!counters_.serving()) return Finish(ctx, absl::UnavailableError("node is shutting down"));
   auto result = hub_->Broadcast(req->payload());
   if (!result.ok()) return Finish(ctx, result.status());
   resp->set_seq(result->seq);

@@ -15,6 +15,8 @@ struct NodeCounters {
   std::function<uint64_t()> messages_out;
   std::function<uint64_t()> bytes_out;
   std::function<uint64_t()> slow_client_disconnects;
+  // False once the node is shutting down: publishes then fail UNAVAILABLE.
+  std::function<bool()> serving;
 };
 
 // fanout.v1.Fanout on gRPC's callback API. Every method finishes inline: the

@@ -84,7 +84,7 @@ size_t Positive(int64_t v, const char* name) {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "fanoutd: fans messages published over gRPC out to WebSocket clients.\n"
+      "fans messages published over gRPC out to WebSocket clients.\n"
       "Every flag can also be set with the environment variable FANOUT_<FLAG>.\n"
       "Usage: fanoutd [--grpc_listen=HOST:PORT] [--ws_listen=HOST:PORT] [flags]");
   absl::FlagsUsageConfig usage;

@@ -26,7 +26,9 @@ std::string DefaultNodeId() {
 
 Node::Node(const NodeOptions& options) : options_(options) {}
 
-Node::~Node() { Shutdown(); }
+Node::~Node() {
+  if (serving_.load()) Shutdown();
+}
 
 absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   NodeOptions options = in;
@@ -55,15 +57,20 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
       .bytes_out = [pool] { return pool->Sum(&IoThreadStats::bytes_out); },
       .slow_client_disconnects = [pool] { return pool->Sum(&IoThreadStats::slow_disconnects); },
   };
+  counters.serving = [raw] { return raw->serving(); };
   node->service_ =
       std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id, std::move(counters));
 
-  grpc::EnableDefaultHealthCheckService(true);
+  node->health_ = std::make_unique<HealthService>();
+  grpc::EnableDefaultHealthCheckService(false);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(node->service_.get());
+  builder.RegisterService(node->health_.get());
+  // A second node on the same port must fail to start, not share it.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Leave room for the request's other fields over the payload limit, so an
   // oversized payload gets our INVALID_ARGUMENT with its size rather than a
   // transport error.
@@ -76,9 +83,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   std::string host = options.grpc_listen.substr(0, options.grpc_listen.rfind(':'));
   node->grpc_address_ = absl::StrCat(host, ":", port);
 
-  auto* health = node->grpc_server_->GetHealthCheckService();
-  health->SetServingStatus("", true);
-  health->SetServingStatus(kServiceName, true);
+  node->health_->SetStatus("", grpc::health::v1::HealthCheckResponse::SERVING);
+  node->health_->SetStatus(kServiceName, grpc::health::v1::HealthCheckResponse::SERVING);
   node->pool_->Start();
   node->front_end_->Start();
   node->serving_.store(true, std::memory_order_release);
@@ -89,10 +95,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
 
 void Node::Shutdown() {
   if (stopped_.exchange(true)) return;
+  bool was_serving = serving_.load();
   serving_.store(false, std::memory_order_release);
   if (grpc_server_) {
-    // Watchers of grpc.health.v1 see NOT_SERVING before anything closes.
-    grpc_server_->GetHealthCheckService()->SetServingStatus(false);
+    // Watchers of grpc.health.v1 see NOT_SERVING before anything closes, and
+    // their streams end rather than hold the drain until its deadline.
+    health_->Shutdown();
   }
   absl::Time deadline = absl::Now() + options_.drain_timeout;
   if (front_end_) front_end_->Shutdown(options_.drain_timeout);
@@ -101,7 +109,7 @@ void Node::Shutdown() {
     grpc_server_->Wait();
   }
   if (pool_) pool_->Stop();
-  spdlog::info("fanoutd stopped");
+  if (was_serving) spdlog::info("fanoutd stopped");
 }
 
 std::string Node::Metrics() const {

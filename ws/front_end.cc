@@ -53,15 +53,10 @@ absl::StatusOr<std::unique_ptr<WsFrontEnd>> WsFrontEnd::Create(const WsOptions& 
   auto endpoint = ParseEndpoint(options.listen);
   if (!endpoint.ok()) return endpoint.status();
   std::unique_ptr<WsFrontEnd> fe(new WsFrontEnd(options, hub, pool, std::move(hooks)));
-  tcp::endpoint ep = *endpoint;
-  for (int i = 0; i < pool->thread_count(); ++i) {
-    auto listener = std::make_shared<WsListener>(fe.get(), &pool->thread(i));
-    if (absl::Status s = listener->Open(ep); !s.ok()) return s;
-    // Port 0: the first listener picks the port, the others join it.
-    if (i == 0) ep = listener->local_endpoint();
-    fe->listeners_.push_back(std::move(listener));
-  }
-  fe->endpoint_ = ep;
+  auto listener = std::make_shared<WsListener>(fe.get(), &pool->thread(0));
+  if (absl::Status s = listener->Open(*endpoint); !s.ok()) return s;
+  fe->endpoint_ = listener->local_endpoint();
+  fe->listener_ = std::move(listener);
   return fe;
 }
 
@@ -72,18 +67,15 @@ std::string WsFrontEnd::local_address() const {
 }
 
 void WsFrontEnd::Start() {
-  for (size_t i = 0; i < listeners_.size(); ++i) {
-    asio::post(pool_->thread(static_cast<int>(i)).context,
-               [l = listeners_[i]] { l->Run(); });
-  }
+  asio::post(pool_->thread(0).context, [l = listener_] { l->Run(); });
 }
 
 void WsFrontEnd::Shutdown(absl::Duration deadline) {
   shutting_down_.store(true, std::memory_order_release);
+  asio::post(pool_->thread(0).context, [l = listener_] { l->Close(); });
   for (int i = 0; i < pool_->thread_count(); ++i) {
     IoThread* t = &pool_->thread(i);
-    asio::post(t->context, [t, l = listeners_[static_cast<size_t>(i)]] {
-      l->Close();
+    asio::post(t->context, [t] {
       // Copy: closing may finish synchronously and erase from the set.
       std::vector<WsSession*> open(t->sessions.begin(), t->sessions.end());
       for (WsSession* s : open) s->CloseOnIoThread(kCloseGoingAway, "server shutting down");

@@ -21,7 +21,7 @@ namespace fanout {
 class WsListener;
 
 // The WebSocket/HTTP front end: one port serving /ws, /healthz and /metrics,
-// with one SO_REUSEPORT listener per I/O thread.
+// accepted on I/O thread 0 and spread over all I/O threads.
 // Thread: Create/Start/Shutdown from the owning (main) thread; accessors used
 // by sessions are safe from any thread.
 class WsFrontEnd {
@@ -70,7 +70,7 @@ class WsFrontEnd {
   Hub* const hub_;
   IoThreadPool* const pool_;
   const Hooks hooks_;
-  std::vector<std::shared_ptr<WsListener>> listeners_;
+  std::shared_ptr<WsListener> listener_;
   boost::asio::ip::tcp::endpoint endpoint_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> shutting_down_{false};

@@ -48,6 +48,7 @@ void HttpSession::OnRead(beast::error_code ec) {
     return;
   }
   Request req = parser_->release();
+  head_ = req.method() == http::verb::head;
   auto target = boost::urls::parse_origin_form(req.target());
   std::string path = target ? std::string(target->path()) : std::string();
   if (path == "/ws") return HandleUpgrade(req);
@@ -146,6 +147,8 @@ void HttpSession::Respond(unsigned status, std::string body, const char* content
   response_->body() = std::move(body);
   response_->prepare_payload();
   response_->keep_alive(false);
+  // HEAD gets GET's headers, Content-Length included, and no body.
+  if (head_) response_->body().clear();
   http::async_write(socket_, *response_,
                     [self = shared_from_this()](beast::error_code, std::size_t) {
                       beast::error_code ignored;

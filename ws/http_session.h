@@ -43,6 +43,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   std::optional<boost::beast::http::request_parser<boost::beast::http::empty_body>> parser_;
   boost::asio::steady_timer deadline_;
   std::shared_ptr<Response> response_;
+  bool head_ = false;
 };
 
 }  // namespace fanout

@@ -1,8 +1,10 @@
 #include "ws/ws_listener.h"
 
 #include <boost/asio/socket_base.hpp>
-#include <boost/asio/detail/socket_option.hpp>
+#include <boost/asio/post.hpp>
 #include <chrono>
+
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -14,7 +16,6 @@ namespace fanout {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
 WsListener::WsListener(WsFrontEnd* front_end, IoThread* thread)
     : front_end_(front_end), thread_(thread), acceptor_(thread->context), backoff_(thread->context) {}
@@ -23,7 +24,6 @@ absl::Status WsListener::Open(const tcp::endpoint& endpoint) {
   boost::system::error_code ec;
   acceptor_.open(endpoint.protocol(), ec);
   if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) acceptor_.set_option(ReusePort(true), ec);
   if (!ec) acceptor_.bind(endpoint, ec);
   if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) {
@@ -66,7 +66,26 @@ void WsListener::OnAccept(boost::beast::error_code ec, tcp::socket socket) {
     return;
   }
   socket.set_option(tcp::no_delay(true), ec);
-  std::make_shared<HttpSession>(std::move(socket), front_end_, thread_)->Run();
+  // Spread connections over the I/O threads; each stays on its thread.
+  IoThreadPool& pool = front_end_->pool();
+  IoThread* target = &pool.thread(next_thread_);
+  next_thread_ = (next_thread_ + 1) % pool.thread_count();
+  if (target == thread_) {
+    std::make_shared<HttpSession>(std::move(socket), front_end_, thread_)->Run();
+  } else {
+    tcp protocol = acceptor_.local_endpoint(ec).protocol();
+    int fd = socket.release(ec);
+    asio::post(target->context, [fe = front_end_, target, protocol, fd] {
+      tcp::socket moved(target->context);
+      boost::system::error_code assign_ec;
+      moved.assign(protocol, fd, assign_ec);
+      if (assign_ec) {
+        ::close(fd);
+        return;
+      }
+      std::make_shared<HttpSession>(std::move(moved), fe, target)->Run();
+    });
+  }
   DoAccept();
 }
 

@@ -14,9 +14,10 @@ namespace fanout {
 class WsFrontEnd;
 struct IoThread;
 
-// Accepts TCP connections on one I/O thread and hands each to an HttpSession
-// on the same thread. All listeners of a front end share the port through
-// SO_REUSEPORT, so the kernel spreads connections over the threads.
+// Accepts TCP connections on one I/O thread and hands them round-robin to the
+// I/O threads, each to an HttpSession that stays on its thread. One listener
+// rather than one SO_REUSEPORT socket per thread: with SO_REUSEPORT a second
+// fanoutd started on the same port would silently take half the traffic.
 // Thread: confined to its IoThread after Open.
 class WsListener : public std::enable_shared_from_this<WsListener> {
  public:
@@ -38,6 +39,7 @@ class WsListener : public std::enable_shared_from_this<WsListener> {
   IoThread* const thread_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer backoff_;
+  int next_thread_ = 0;
 };
 
 }  // namespace fanout

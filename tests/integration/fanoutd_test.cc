@@ -408,10 +408,13 @@ TEST_F(FanoutdLimitsTest, SlowClientIsCutOffWhileOthersReceiveEverything) {
   v1::GetStatsResponse stats;
   ASSERT_TRUE(stub_->GetStats(&ctx, v1::GetStatsRequest(), &stats).ok());
   EXPECT_EQ(stats.slow_client_disconnects(), 1u);
-  // Memory stayed bounded: far less than the 16 MiB sent.
+  // Memory stayed bounded: far less than the 16 MiB sent. (Sanitizer
+  // builds shadow every allocation, so their RSS says nothing here.)
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__)
   auto rss_after = node_->RssBytes();
   ASSERT_TRUE(rss_after.ok());
   EXPECT_LT(static_cast<int64_t>(*rss_after) - static_cast<int64_t>(*rss_before), 12 << 20);
+#endif
 }
 
 TEST_F(FanoutdLimitsTest, ClientFloodIsClosedWith1008) {
@@ -465,7 +468,7 @@ TEST_F(FanoutdLimitsTest, ConnectionLimitAnswers503) {
 }
 
 TEST_F(FanoutdLimitsTest, SigtermClosesClientsWith1001AndHealthGoesNotServing) {
-  Start({});
+  Start({"--drain_timeout=120s"});
   auto c1 = Connect("/ws?topics=a");
   auto c2 = Connect("/ws");
   ASSERT_TRUE(c1 && c2);
@@ -480,20 +483,23 @@ TEST_F(FanoutdLimitsTest, SigtermClosesClientsWith1001AndHealthGoesNotServing) {
   ASSERT_TRUE(watch->Read(&hresp));
   EXPECT_EQ(hresp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
 
+  absl::Time signalled = absl::Now();
   ASSERT_EQ(kill(node_->pid(), SIGTERM), 0);
+  for (auto* c : {c1.get(), c2.get()}) {
+    EXPECT_FALSE(c->Read().ok());
+    EXPECT_EQ(c->close_code(), 1001);
+  }
   bool saw_not_serving = false;
   while (watch->Read(&hresp)) {
     if (hresp.status() == grpc::health::v1::HealthCheckResponse::NOT_SERVING) saw_not_serving = true;
   }
   EXPECT_TRUE(saw_not_serving);
-
-  for (auto* c : {c1.get(), c2.get()}) {
-    EXPECT_FALSE(c->Read().ok());
-    EXPECT_EQ(c->close_code(), 1001);
-  }
   auto code = node_->Stop(0);  // already signalled; just wait for the exit
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0) << node_->Stderr();
+  // Clients that answer the close and a health watcher do not hold the
+  // drain until its deadline.
+  EXPECT_LT(absl::Now() - signalled, absl::Seconds(60));
 }
 
 TEST_F(FanoutdLimitsTest, BadFlagsPrintOneLineAndExitNonZero) {
