@@ -1,5 +1,7 @@
 #include "core/hub.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "core/topic.h"
 
@@ -29,6 +31,7 @@ absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::s
   messages_in_.fetch_add(1, std::memory_order_relaxed);
   bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
   TopicRegistry::PublishPlan plan = registry_.PlanPublish(topic);
+  if (observer_count_.load(std::memory_order_relaxed) > 0) NotifyObservers(topic, plan.seq, payload);
   if (!plan.snapshot) return PublishResult{};
   // Sequence numbers are taken under the stripe lock but delivered after it:
   // two concurrent publishes to one topic may reach a thread out of order.
@@ -68,14 +71,86 @@ void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
 
 bool Hub::AddConnection(std::shared_ptr<Subscriber> connection) {
   MutexLock lock(&connections_mu_);
+  const std::string& user = connection->identity().user;
+  uint64_t id = connection->id();
   bool added = connections_.Add(std::move(connection));
-  if (added) connection_count_.fetch_add(1, std::memory_order_relaxed);
+  if (added) {
+    connection_count_.fetch_add(1, std::memory_order_relaxed);
+    if (!user.empty()) users_[user].push_back(id);
+  }
   return added;
 }
 
 void Hub::RemoveConnection(uint64_t id) {
   MutexLock lock(&connections_mu_);
-  if (connections_.Remove(id)) connection_count_.fetch_sub(1, std::memory_order_relaxed);
+  auto conn = connections_.Find(id);
+  if (!conn || !connections_.Remove(id)) return;
+  connection_count_.fetch_sub(1, std::memory_order_relaxed);
+  const std::string& user = conn->identity().user;
+  if (user.empty()) return;
+  auto it = users_.find(user);
+  if (it == users_.end()) return;
+  auto& ids = it->second;
+  ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
+  if (ids.empty()) users_.erase(it);
+}
+
+std::shared_ptr<Subscriber> Hub::FindConnection(uint64_t id) {
+  MutexLock lock(&connections_mu_);
+  return connections_.Find(id);
+}
+
+std::vector<std::shared_ptr<Subscriber>> Hub::FindUserConnections(absl::string_view user) {
+  std::vector<std::shared_ptr<Subscriber>> out;
+  if (user.empty()) return out;
+  MutexLock lock(&connections_mu_);
+  auto it = users_.find(user);
+  if (it == users_.end()) return out;
+  for (uint64_t id : it->second) {
+    if (auto c = connections_.Find(id)) out.push_back(std::move(c));
+  }
+  return out;
+}
+
+void Hub::AddObserver(std::shared_ptr<PublishObserver> observer) {
+  MutexLock lock(&observers_mu_);
+  auto next = std::make_shared<Observers>(observers_ ? *observers_ : Observers{});
+  next->push_back(std::move(observer));
+  observer_count_.store(next->size(), std::memory_order_relaxed);
+  observers_ = std::move(next);
+}
+
+void Hub::RemoveObserver(const PublishObserver* observer) {
+  MutexLock lock(&observers_mu_);
+  if (!observers_) return;
+  auto next = std::make_shared<Observers>();
+  for (const auto& o : *observers_) {
+    if (o.get() != observer) next->push_back(o);
+  }
+  observer_count_.store(next->size(), std::memory_order_relaxed);
+  observers_ = std::move(next);
+}
+
+void Hub::ShutdownObservers() {
+  std::shared_ptr<const Observers> observers;
+  {
+    MutexLock lock(&observers_mu_);
+    observers = observers_;
+  }
+  if (!observers) return;
+  for (const auto& o : *observers) o->OnShutdown();
+}
+
+void Hub::NotifyObservers(absl::string_view topic, uint64_t seq, absl::string_view payload) {
+  std::shared_ptr<const Observers> observers;
+  {
+    MutexLock lock(&observers_mu_);
+    observers = observers_;
+  }
+  if (!observers) return;
+  for (const auto& o : *observers) {
+    if (o->Wants(topic)) o->OnPublish(topic, seq, payload);
+  }
 }
 
 absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber) {

@@ -7,6 +7,7 @@
 #include "absl/strings/string_view.h"
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -33,6 +34,17 @@ class Dispatcher {
 // Thread: safe from any thread; never blocks beyond a stripe lock.
 class Hub {
  public:
+  // Sees every accepted publish (gRPC Watch). Thread: OnPublish runs on the
+  // publishing thread and must not block or publish.
+  class PublishObserver {
+   public:
+    virtual ~PublishObserver() = default;
+    virtual bool Wants(absl::string_view topic) const = 0;
+    virtual void OnPublish(absl::string_view topic, uint64_t seq, absl::string_view payload) = 0;
+    // The node is stopping: end whatever stream the observer feeds.
+    virtual void OnShutdown() {}
+  };
+
   struct Options {
     Limits limits;
     size_t stripes = 64;
@@ -56,6 +68,16 @@ class Hub {
   bool AddConnection(std::shared_ptr<Subscriber> connection);
   void RemoveConnection(uint64_t id);
   size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
+  // The open connection with `id`, or null.
+  std::shared_ptr<Subscriber> FindConnection(uint64_t id);
+  // The open connections of `user` (never of the anonymous user "").
+  std::vector<std::shared_ptr<Subscriber>> FindUserConnections(absl::string_view user);
+
+  // Registers or removes a publish observer.
+  void AddObserver(std::shared_ptr<PublishObserver> observer);
+  void RemoveObserver(const PublishObserver* observer);
+  // Calls OnShutdown on every observer.
+  void ShutdownObservers();
 
   // Subscribes `subscriber` to `topic`. INVALID_ARGUMENT for a bad topic.
   // Per-connection limits are the caller's (it knows its own topics).
@@ -74,6 +96,7 @@ class Hub {
   // Posts one task per I/O thread that has recipients in `snapshot`.
   void Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
               std::shared_ptr<const Message> message);
+  void NotifyObservers(absl::string_view topic, uint64_t seq, absl::string_view payload);
 
   const Limits limits_;
   Dispatcher* const dispatcher_;
@@ -81,6 +104,12 @@ class Hub {
 
   Mutex connections_mu_;
   SubscriberSet connections_ ABSL_GUARDED_BY(connections_mu_);
+  absl::flat_hash_map<std::string, std::vector<uint64_t>> users_ ABSL_GUARDED_BY(connections_mu_);
+
+  using Observers = std::vector<std::shared_ptr<PublishObserver>>;
+  Mutex observers_mu_;
+  std::shared_ptr<const Observers> observers_ ABSL_GUARDED_BY(observers_mu_);
+  std::atomic<size_t> observer_count_{0};
   std::atomic<size_t> connection_count_{0};
 
   std::atomic<uint64_t> messages_in_{0};

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/container/btree_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "core/message.h"
 
@@ -39,6 +41,26 @@ class Subscriber {
   // Queues `message` for the client. Must not block, publish, or touch the
   // registry (it runs inside a delivery loop).
   virtual void DeliverOnIoThread(const std::shared_ptr<const Message>& message) = 0;
+
+  // -- Control by the API; each may be called from any thread. `done` runs
+  // later on the subscriber's I/O thread, exactly once. --
+
+  // Starts a close with `code` and `reason`.
+  virtual void Close(uint16_t code, std::string reason) = 0;
+  // Subscribes as if the client had asked; `done` gets OK (also when already
+  // subscribed), RESOURCE_EXHAUSTED at the subscription limit, or
+  // NOT_FOUND when the connection has closed.
+  virtual void Subscribe(std::string topic, absl::AnyInvocable<void(absl::Status) &&> done) = 0;
+  // Unsubscribes; `done` gets true when the connection was on the topic.
+  virtual void Unsubscribe(std::string topic, absl::AnyInvocable<void(bool) &&> done) = 0;
+  struct State {
+    bool open = false;
+    std::vector<std::string> topics;  // sorted
+    uint64_t queued_bytes = 0;
+    uint64_t messages_sent = 0;
+  };
+  // Reports the connection's state as its I/O thread sees it.
+  virtual void Describe(absl::AnyInvocable<void(State) &&> done) = 0;
 
  private:
   const Identity identity_;

@@ -3,6 +3,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "service/rpc_util.h"
 #include "service/status_mapping.h"
 
 namespace fanout {
@@ -10,12 +11,6 @@ namespace {
 
 constexpr int32_t kDefaultPageSize = 100;
 constexpr int32_t kMaxPageSize = 1000;
-
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status) {
-  auto* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status));
-  return reactor;
-}
 
 absl::StatusOr<size_t> PageSize(int32_t requested) {
   if (requested < 0 || requested > kMaxPageSize) {
@@ -27,8 +22,12 @@ absl::StatusOr<size_t> PageSize(int32_t requested) {
 
 }  // namespace
 
-FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters)
-    : hub_(hub), node_id_(std::move(node_id)), counters_(std::move(counters)) {}
+FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters,
+                                     size_t watch_queue_bytes)
+    : hub_(hub),
+      watch_queue_bytes_(watch_queue_bytes),
+      node_id_(std::move(node_id)),
+      counters_(std::move(counters)) {}
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext* ctx,
                                                      const v1::PublishRequest* req,
@@ -71,10 +70,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(
     out->set_connection_id(absl::StrCat(id.id));
     out->set_remote_address(id.remote_address);
     out->set_user(id.user);
-    absl::Duration since_epoch = id.connected_at - absl::UnixEpoch();
-    out->mutable_connected_at()->set_seconds(absl::ToInt64Seconds(since_epoch));
-    out->mutable_connected_at()->set_nanos(static_cast<int32_t>(
-        absl::ToInt64Nanoseconds(since_epoch - absl::Seconds(absl::ToInt64Seconds(since_epoch)))));
+    SetTimestamp(id.connected_at, out->mutable_connected_at());
   }
   if (page.more && !page.subscribers.empty()) {
     resp->set_next_page_token(absl::StrCat(page.subscribers.back()->id()));

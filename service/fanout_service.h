@@ -24,7 +24,9 @@ struct NodeCounters {
 // Thread: gRPC's threads; never blocks beyond a registry stripe lock.
 class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
  public:
-  FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters);
+  // `watch_queue_bytes` bounds what a Watch stream may fall behind.
+  FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters,
+                    size_t watch_queue_bytes);
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const v1::PublishRequest* req,
@@ -42,8 +44,32 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
                                      const v1::GetStatsRequest* req,
                                      v1::GetStatsResponse* resp) override;
 
+  grpc::ServerUnaryReactor* PublishBatch(grpc::CallbackServerContext* ctx,
+                                         const v1::PublishBatchRequest* req,
+                                         v1::PublishBatchResponse* resp) override;
+  grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* PublishStream(
+      grpc::CallbackServerContext* ctx) override;
+  grpc::ServerWriteReactor<v1::WatchEvent>* Watch(grpc::CallbackServerContext* ctx,
+                                                  const v1::WatchRequest* req) override;
+  grpc::ServerUnaryReactor* Disconnect(grpc::CallbackServerContext* ctx,
+                                       const v1::DisconnectRequest* req,
+                                       v1::DisconnectResponse* resp) override;
+  grpc::ServerUnaryReactor* Subscribe(grpc::CallbackServerContext* ctx,
+                                      const v1::SubscribeRequest* req,
+                                      v1::SubscribeResponse* resp) override;
+  grpc::ServerUnaryReactor* Unsubscribe(grpc::CallbackServerContext* ctx,
+                                        const v1::UnsubscribeRequest* req,
+                                        v1::UnsubscribeResponse* resp) override;
+  grpc::ServerUnaryReactor* GetConnection(grpc::CallbackServerContext* ctx,
+                                          const v1::GetConnectionRequest* req,
+                                          v1::Connection* resp) override;
+
  private:
+  // Publishes one request into `result`, never failing the caller.
+  void PublishOne(const v1::PublishRequest& req, v1::PublishResult* result);
+
   Hub* const hub_;
+  const size_t watch_queue_bytes_;
   const std::string node_id_;
   const NodeCounters counters_;
   const absl::Time started_ = absl::Now();

@@ -59,7 +59,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   };
   counters.serving = [raw] { return raw->serving(); };
   node->service_ =
-      std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id, std::move(counters));
+      std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id, std::move(counters),
+                                          options.ws.max_outbound_queue_bytes);
 
   node->health_ = std::make_unique<HealthService>();
   grpc::EnableDefaultHealthCheckService(false);
@@ -101,6 +102,7 @@ void Node::Shutdown() {
     // Watchers of grpc.health.v1 see NOT_SERVING before anything closes, and
     // their streams end rather than hold the drain until its deadline.
     health_->Shutdown();
+    hub_->ShutdownObservers();
   }
   absl::Time deadline = absl::Now() + options_.drain_timeout;
   if (front_end_) front_end_->Shutdown(options_.drain_timeout);

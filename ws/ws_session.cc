@@ -1,5 +1,7 @@
 #include "ws/ws_session.h"
 
+#include <algorithm>
+
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
@@ -61,7 +63,7 @@ void WsSession::OnAccept(beast::error_code ec) {
     spdlog::debug("connection {}: handshake failed: {}", id(), ec.message());
     return Cleanup();
   }
-  if (state_ == State::kHandshaking) state_ = State::kOpen;
+  if (state_ == Phase::kHandshaking) state_ = Phase::kOpen;
   DoRead();
 }
 
@@ -84,7 +86,7 @@ void WsSession::OnRead(beast::error_code ec, std::size_t bytes) {
   }
   IoThreadStats::Add(thread_->stats.client_messages_in, 1);
   IoThreadStats::Add(thread_->stats.client_bytes_in, bytes);
-  if (state_ != State::kOpen) {
+  if (state_ != Phase::kOpen) {
     read_buffer_.consume(read_buffer_.size());
     return DoRead();
   }
@@ -175,22 +177,62 @@ void WsSession::HandleControl(absl::string_view text) {
     return fail("invalid_topic", s.message());
   }
   if (op == "subscribe") {
-    if (!topics_.contains(topic)) {
-      size_t limit = front_end_->hub().limits().max_subscriptions_per_connection;
-      if (topics_.size() >= limit) {
-        return fail("too_many_subscriptions",
-                    absl::StrCat("this connection already has the limit of ", limit, " topics"));
-      }
-      (void)front_end_->hub().Subscribe(topic, shared_from_this());
-      topics_.emplace(topic);
+    if (absl::Status s = SubscribeOnIoThread(topic); !s.ok()) {
+      return fail("too_many_subscriptions", s.message());
     }
   } else {
-    if (auto it = topics_.find(topic); it != topics_.end()) {
-      front_end_->hub().Unsubscribe(topic, id());
-      topics_.erase(it);
-    }
+    UnsubscribeOnIoThread(topic);
   }
   Reply(OkReply(req_id));
+}
+
+absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic) {
+  if (topics_.contains(topic)) return absl::OkStatus();
+  size_t limit = front_end_->hub().limits().max_subscriptions_per_connection;
+  if (topics_.size() >= limit) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("this connection already has the limit of ", limit, " topics"));
+  }
+  // The topic was validated by the caller.
+  (void)front_end_->hub().Subscribe(topic, shared_from_this());
+  topics_.emplace(topic);
+  return absl::OkStatus();
+}
+
+bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
+  auto it = topics_.find(topic);
+  if (it == topics_.end()) return false;
+  front_end_->hub().Unsubscribe(topic, id());
+  topics_.erase(it);
+  return true;
+}
+
+void WsSession::Subscribe(std::string topic, absl::AnyInvocable<void(absl::Status) &&> done) {
+  asio::post(thread_->context, [self = shared_from_this(), topic = std::move(topic),
+                                done = std::move(done)]() mutable {
+    // A connection that closed meanwhile must not be left in the registry.
+    if (!self->registered_) return std::move(done)(absl::NotFoundError("connection closed"));
+    std::move(done)(self->SubscribeOnIoThread(topic));
+  });
+}
+
+void WsSession::Unsubscribe(std::string topic, absl::AnyInvocable<void(bool) &&> done) {
+  asio::post(thread_->context, [self = shared_from_this(), topic = std::move(topic),
+                                done = std::move(done)]() mutable {
+    std::move(done)(self->registered_ && self->UnsubscribeOnIoThread(topic));
+  });
+}
+
+void WsSession::Describe(absl::AnyInvocable<void(Subscriber::State) &&> done) {
+  asio::post(thread_->context, [self = shared_from_this(), done = std::move(done)]() mutable {
+    Subscriber::State state;
+    state.open = self->registered_;
+    state.topics.assign(self->topics_.begin(), self->topics_.end());
+    std::sort(state.topics.begin(), state.topics.end());
+    state.queued_bytes = self->queued_bytes_;
+    state.messages_sent = self->messages_sent_;
+    std::move(done)(std::move(state));
+  });
 }
 
 void WsSession::Reply(std::string json_text) {
@@ -200,7 +242,7 @@ void WsSession::Reply(std::string json_text) {
 }
 
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
-  if (state_ != State::kOpen && state_ != State::kHandshaking) return;
+  if (state_ != Phase::kOpen && state_ != Phase::kHandshaking) return;
   absl::string_view frame = message->Frame(identity().format);
   if (Enqueue({message, asio::const_buffer(frame.data(), frame.size())})) {
     IoThreadStats::Add(thread_->stats.messages_out, 1);
@@ -209,19 +251,20 @@ void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message)
 }
 
 bool WsSession::Enqueue(OutItem item) {
-  if (state_ == State::kClosed) return false;
+  if (state_ == Phase::kClosed) return false;
   if (queued_bytes_ + item.bytes.size() > front_end_->options().max_outbound_queue_bytes) {
     SlowConsumer();
     return false;
   }
   queued_bytes_ += item.bytes.size();
+  ++messages_sent_;
   pending_.push_back(std::move(item));
   if (!writing_) DoWrite();
   return true;
 }
 
 void WsSession::DoWrite() {
-  if (pending_.empty() || state_ == State::kClosed) return;
+  if (pending_.empty() || state_ == Phase::kClosed) return;
   writing_ = true;
   inflight_.swap(pending_);
   asio::async_write(ws_.next_layer().next_layer(), inflight_,
@@ -255,7 +298,7 @@ void WsSession::FinishTeardown(beast::error_code ec) {
 }
 
 void WsSession::SlowConsumer() {
-  if (state_ != State::kOpen && state_ != State::kHandshaking) return;
+  if (state_ != Phase::kOpen && state_ != Phase::kHandshaking) return;
   IoThreadStats::Add(thread_->stats.slow_disconnects, 1);
   spdlog::debug("connection {}: outbound queue over {} bytes, closing", id(),
                 front_end_->options().max_outbound_queue_bytes);
@@ -274,9 +317,9 @@ void WsSession::Close(uint16_t code, std::string reason) {
 }
 
 void WsSession::CloseOnIoThread(uint16_t code, absl::string_view reason) {
-  if (state_ == State::kClosing || state_ == State::kClosed) return;
-  bool handshaking = state_ == State::kHandshaking;
-  state_ = State::kClosing;
+  if (state_ == Phase::kClosing || state_ == Phase::kClosed) return;
+  bool handshaking = state_ == Phase::kHandshaking;
+  state_ = Phase::kClosing;
   if (handshaking) {
     // No WebSocket yet to close politely.
     beast::error_code ignored;
@@ -293,8 +336,8 @@ void WsSession::CloseOnIoThread(uint16_t code, absl::string_view reason) {
 }
 
 void WsSession::Cleanup() {
-  if (state_ == State::kClosed) return;
-  state_ = State::kClosed;
+  if (state_ == Phase::kClosed) return;
+  state_ = Phase::kClosed;
   beast::error_code ignored;
   ws_.next_layer().next_layer().close(ignored);
   for (const auto& item : pending_) queued_bytes_ -= item.bytes.size();

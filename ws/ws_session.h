@@ -51,8 +51,11 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
 
   void DeliverOnIoThread(const std::shared_ptr<const Message>& message) override;
 
-  // Starts a close handshake with `code` and `reason`. Safe from any thread.
-  void Close(uint16_t code, std::string reason);
+  // Subscriber control (any thread; see core/subscriber.h).
+  void Close(uint16_t code, std::string reason) override;
+  void Subscribe(std::string topic, absl::AnyInvocable<void(absl::Status) &&> done) override;
+  void Unsubscribe(std::string topic, absl::AnyInvocable<void(bool) &&> done) override;
+  void Describe(absl::AnyInvocable<void(Subscriber::State) &&> done) override;
   void CloseOnIoThread(uint16_t code, absl::string_view reason);
 
   // -- GateStream sink (Beast's writes and teardown) --
@@ -71,12 +74,16 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
     boost::asio::const_buffer bytes;
     operator boost::asio::const_buffer() const { return bytes; }
   };
-  enum class State : uint8_t { kHandshaking, kOpen, kClosing, kClosed };
+  enum class Phase : uint8_t { kHandshaking, kOpen, kClosing, kClosed };
 
   void OnAccept(boost::beast::error_code ec);
   void DoRead();
   void OnRead(boost::beast::error_code ec, std::size_t bytes);
   void HandleControl(absl::string_view text);
+  // Subscribes (once); RESOURCE_EXHAUSTED at the per-connection limit.
+  absl::Status SubscribeOnIoThread(absl::string_view topic);
+  // Returns true when the connection was on the topic.
+  bool UnsubscribeOnIoThread(absl::string_view topic);
   void Reply(std::string json);
   bool TakeRateToken();
 
@@ -94,10 +101,11 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
   boost::beast::websocket::stream<GateStream<WsSession>> ws_;
   WsFrontEnd* const front_end_;
   IoThread* const thread_;
-  State state_ = State::kHandshaking;
+  Phase state_ = Phase::kHandshaking;
   bool writing_ = false;
   bool registered_ = false;
   size_t queued_bytes_ = 0;
+  uint64_t messages_sent_ = 0;
   std::vector<OutItem> pending_;   // not yet handed to the socket
   std::vector<OutItem> inflight_;  // in the current gathered write
   boost::beast::flat_buffer read_buffer_;
@@ -109,7 +117,7 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
 
 template <typename ConstBufferSequence>
 bool WsSession::EnqueueFromBeast(const ConstBufferSequence& buffers) {
-  if (state_ == State::kClosed) return false;
+  if (state_ == Phase::kClosed) return false;
   auto copy = std::make_shared<std::string>();
   copy->resize(boost::asio::buffer_size(buffers));
   boost::asio::buffer_copy(boost::asio::buffer(copy->data(), copy->size()), buffers);

@@ -20,6 +20,14 @@ class FakeSubscriber : public Subscriber {
     received.push_back(std::string(m->Frame(identity().format)));
     count.fetch_add(1, std::memory_order_relaxed);
   }
+  void Close(uint16_t, std::string) override {}
+  void Subscribe(std::string, absl::AnyInvocable<void(absl::Status) &&> done) override {
+    std::move(done)(absl::OkStatus());
+  }
+  void Unsubscribe(std::string, absl::AnyInvocable<void(bool) &&> done) override {
+    std::move(done)(false);
+  }
+  void Describe(absl::AnyInvocable<void(State) &&> done) override { std::move(done)(State{}); }
   std::vector<std::string> received;
   std::atomic<int> count{0};
 };

@@ -1,0 +1,290 @@
+// fanout.v1.Fanout: PublishBatch, PublishStream and Watch.
+#include <deque>
+#include <memory>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/mutex.h"
+#include "service/fanout_service.h"
+#include "service/rpc_util.h"
+
+namespace fanout {
+namespace {
+
+constexpr int kMaxBatch = 1000;
+// Results a PublishStream client may leave unread before the server stops
+// reading its requests (backpressure instead of unbounded memory).
+constexpr size_t kMaxUnreadResults = 10000;
+
+// One PublishStream call: reads requests, publishes each, writes one result
+// per request in order. One read and one write in flight at most.
+// Thread: gRPC callback threads; reactions may run concurrently, so state is
+// under mu_. Owns itself until OnDone.
+class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult> {
+ public:
+  PublishStreamReactor(std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish,
+                       std::function<bool()> serving)
+      : publish_(std::move(publish)), serving_(std::move(serving)) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    MutexLock lock(&mu_);
+    if (!ok) {  // the client half-closed, or the call is cancelled
+      read_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    if (!serving_()) {
+      read_done_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
+      MaybeFinishLocked();
+      return;
+    }
+    v1::PublishResult result;
+    publish_(request_, &result);
+    results_.push_back(std::move(result));
+    MaybeWriteLocked();
+    if (results_.size() < kMaxUnreadResults) {
+      StartRead(&request_);
+    } else {
+      read_paused_ = true;
+    }
+  }
+
+  void OnWriteDone(bool ok) override {
+    MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      // The client went away; stop reading and end.
+      final_status_ = grpc::Status::CANCELLED;
+      results_.clear();
+      if (!read_paused_ && !read_done_) return;  // the pending read ends with !ok
+      read_done_ = true;
+      MaybeFinishLocked();
+      return;
+    }
+    if (read_paused_ && results_.size() < kMaxUnreadResults / 2) {
+      read_paused_ = false;
+      StartRead(&request_);
+    }
+    MaybeWriteLocked();
+    MaybeFinishLocked();
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || results_.empty()) return;
+    writing_ = true;
+    writing_result_ = std::move(results_.front());
+    results_.pop_front();
+    StartWrite(&writing_result_);
+  }
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_ || !read_done_ || writing_ || !results_.empty()) return;
+    finished_ = true;
+    Finish(final_status_);
+  }
+
+  const std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish_;
+  const std::function<bool()> serving_;
+  Mutex mu_;
+  v1::PublishRequest request_;  // owned by the pending read
+  v1::PublishResult writing_result_ ABSL_GUARDED_BY(mu_);
+  std::deque<v1::PublishResult> results_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_) = grpc::Status::OK;
+};
+
+// The hub-side half of a Watch: filters publishes and queues events for the
+// reactor. Lives as long as either the hub or the reactor holds it.
+class WatchTap;
+
+// One Watch call: writes queued events, one write in flight.
+// Thread: gRPC callback threads and publishing threads, under the tap's lock.
+class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
+ public:
+  WatchReactor(Hub* hub, std::shared_ptr<WatchTap> tap);
+  void OnWriteDone(bool ok) override;
+  void OnDone() override;
+
+ private:
+  Hub* const hub_;
+  std::shared_ptr<WatchTap> tap_;
+};
+
+class WatchTap final : public Hub::PublishObserver {
+ public:
+  WatchTap(std::string topic, std::string prefix, size_t max_bytes)
+      : topic_(std::move(topic)), prefix_(std::move(prefix)), max_bytes_(max_bytes) {}
+
+  bool Wants(absl::string_view topic) const override {
+    return topic_.empty() ? absl::StartsWith(topic, prefix_) : topic == topic_;
+  }
+
+  void OnPublish(absl::string_view topic, uint64_t seq, absl::string_view payload) override {
+    MutexLock lock(&mu_);
+    if (!reactor_ || finishing_) return;
+    if (queued_bytes_ + payload.size() > max_bytes_) {
+      // Too far behind: end this watcher rather than buffer without bound.
+      finishing_ = true;
+      final_status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "watcher fell too far behind and was cut off");
+      queue_.clear();
+      queued_bytes_ = 0;
+      MaybeFinishLocked();
+      return;
+    }
+    v1::WatchEvent& e = queue_.emplace_back();
+    e.set_topic(std::string(topic));
+    e.set_seq(seq);
+    e.set_payload(std::string(payload));
+    SetTimestamp(absl::Now(), e.mutable_published_at());
+    queued_bytes_ += payload.size();
+    MaybeWriteLocked();
+  }
+
+  void Attach(WatchReactor* r) {
+    MutexLock lock(&mu_);
+    reactor_ = r;
+  }
+  void Detach() {
+    MutexLock lock(&mu_);
+    reactor_ = nullptr;
+  }
+  void WriteDone(bool ok) {
+    MutexLock lock(&mu_);
+    writing_ = false;
+    queued_bytes_ -= std::min(queued_bytes_, static_cast<size_t>(writing_event_.payload().size()));
+    if (!ok) {
+      finishing_ = true;
+      queue_.clear();
+      final_status_ = grpc::Status::CANCELLED;
+    }
+    MaybeWriteLocked();
+    MaybeFinishLocked();
+  }
+  void OnShutdown() override {
+    FinishWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down"));
+  }
+  // End the stream once what is being written is written.
+  void FinishWith(grpc::Status status) {
+    MutexLock lock(&mu_);
+    finishing_ = true;
+    final_status_ = std::move(status);
+    MaybeFinishLocked();
+  }
+
+ private:
+  void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || queue_.empty() || !reactor_ || finishing_) return;
+    writing_ = true;
+    writing_event_ = std::move(queue_.front());
+    queue_.pop_front();
+    reactor_->StartWrite(&writing_event_);
+  }
+  void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!finishing_ || writing_ || finished_ || !reactor_) return;
+    finished_ = true;
+    reactor_->Finish(final_status_);
+  }
+
+  const std::string topic_;
+  const std::string prefix_;
+  const size_t max_bytes_;
+  Mutex mu_;
+  WatchReactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::deque<v1::WatchEvent> queue_ ABSL_GUARDED_BY(mu_);
+  v1::WatchEvent writing_event_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_status_ ABSL_GUARDED_BY(mu_);
+};
+
+WatchReactor::WatchReactor(Hub* hub, std::shared_ptr<WatchTap> tap)
+    : hub_(hub), tap_(std::move(tap)) {
+  tap_->Attach(this);
+  hub_->AddObserver(tap_);
+}
+
+void WatchReactor::OnWriteDone(bool ok) { tap_->WriteDone(ok); }
+
+void WatchReactor::OnDone() {
+  hub_->RemoveObserver(tap_.get());
+  tap_->Detach();
+  delete this;
+}
+
+}  // namespace
+
+void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishResult* result) {
+  if (!counters_.serving()) {
+    result->set_code(static_cast<int32_t>(grpc::StatusCode::UNAVAILABLE));
+    result->set_error("node is shutting down");
+    return;
+  }
+  auto r = hub_->Publish(req.topic(), req.payload());
+  if (!r.ok()) {
+    result->set_code(static_cast<int32_t>(r.status().code()));
+    result->set_error(std::string(r.status().message()));
+    return;
+  }
+  result->set_seq(r->seq);
+  result->set_subscribers(r->subscribers);
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerContext* ctx,
+                                                          const v1::PublishBatchRequest* req,
+                                                          v1::PublishBatchResponse* resp) {
+  if (req->messages_size() > kMaxBatch) {
+    return Finish(ctx, absl::InvalidArgumentError(
+                           absl::StrCat("a batch holds at most ", kMaxBatch, " messages")));
+  }
+  if (!counters_.serving()) return Finish(ctx, absl::UnavailableError("node is shutting down"));
+  for (const auto& m : req->messages()) PublishOne(m, resp->add_results());
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImpl::PublishStream(
+    grpc::CallbackServerContext* ctx) {
+  return new PublishStreamReactor(
+      [this](const v1::PublishRequest& r, v1::PublishResult* out) { PublishOne(r, out); },
+      counters_.serving);
+}
+
+grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::CallbackServerContext* ctx,
+                                                                   const v1::WatchRequest* req) {
+  absl::Status status;
+  if (!req->topic().empty() && !req->prefix().empty()) {
+    status = absl::InvalidArgumentError("set topic or prefix, not both");
+  } else if (!req->topic().empty()) {
+    status = hub_->ValidateTopic(req->topic());
+  } else if (!req->prefix().empty()) {
+    status = hub_->ValidateTopic(req->prefix());
+    if (!status.ok()) status = absl::InvalidArgumentError(absl::StrCat("prefix: ", status.message()));
+  }
+  if (!status.ok()) {
+    class Refuse final : public grpc::ServerWriteReactor<v1::WatchEvent> {
+     public:
+      explicit Refuse(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse(status);
+  }
+  auto tap = std::make_shared<WatchTap>(req->topic(), req->prefix(), watch_queue_bytes_);
+  // Send the response headers now so a client (grpcurl) sees the stream open
+  // before the first event.
+  auto* reactor = new WatchReactor(hub_, tap);
+  reactor->StartSendInitialMetadata();
+  return reactor;
+}
+
+}  // namespace fanout

@@ -1,0 +1,267 @@
+// Integration tests for the admin and streaming calls of fanout.v1.Fanout,
+// against the real fanoutd with real WebSocket clients.
+#include <string>
+#include <vector>
+
+#include <grpcpp/client_context.h>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "tests/integration/fixture.h"
+
+namespace fanout {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+class AdminTest : public FanoutdTest {
+ protected:
+  // The connection id of the only subscriber of `topic`.
+  std::string OnlySubscriber(const std::string& topic) {
+    auto ids = ListSubscriberIds(topic, 10);
+    EXPECT_EQ(ids.size(), 1u);
+    return ids.empty() ? "" : ids[0];
+  }
+};
+
+TEST_F(AdminTest, DisconnectSendsTheCloseCodeAndReason) {
+  auto victim = Connect("/ws?topics=admin-a");
+  auto bystander = Connect("/ws?topics=admin-b");
+  std::string id = OnlySubscriber("admin-a");
+
+  grpc::ClientContext ctx;
+  v1::DisconnectRequest req;
+  req.set_connection_id(id);
+  req.set_code(4001);
+  req.set_reason("account suspended");
+  v1::DisconnectResponse resp;
+  ASSERT_TRUE(stub_->Disconnect(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.connections(), 1u);
+  EXPECT_FALSE(victim->Read().ok());
+  EXPECT_EQ(victim->close_code(), 4001);
+  EXPECT_EQ(victim->close_reason(), "account suspended");
+
+  MustPublish("admin-b", "still served");
+  EXPECT_TRUE(bystander->Read().ok());
+
+  grpc::ClientContext again;
+  EXPECT_EQ(stub_->Disconnect(&again, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext bad_code;
+  req.set_code(2000);
+  EXPECT_EQ(stub_->Disconnect(&bad_code, req, &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext no_target;
+  EXPECT_EQ(stub_->Disconnect(&no_target, v1::DisconnectRequest(), &resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext no_user;
+  v1::DisconnectRequest by_user;
+  by_user.set_user("nobody");
+  EXPECT_EQ(stub_->Disconnect(&no_user, by_user, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(AdminTest, ServerSideSubscribeAndUnsubscribe) {
+  auto c = Connect("/ws?topics=home");
+  std::string id = OnlySubscriber("home");
+
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest sub;
+  sub.set_connection_id(id);
+  sub.set_topic("pushed");
+  v1::SubscribeResponse sresp;
+  ASSERT_TRUE(stub_->Subscribe(&ctx, sub, &sresp).ok());
+  EXPECT_EQ(sresp.connections(), 1u);
+  EXPECT_EQ(MustPublish("pushed", "you were subscribed").subscribers(), 1u);
+  EXPECT_EQ(c->Read()->data, R"({"topic":"pushed","seq":1,"text":"you were subscribed"})");
+
+  grpc::ClientContext uctx;
+  v1::UnsubscribeRequest unsub;
+  unsub.set_connection_id(id);
+  unsub.set_topic("pushed");
+  v1::UnsubscribeResponse uresp;
+  ASSERT_TRUE(stub_->Unsubscribe(&uctx, unsub, &uresp).ok());
+  EXPECT_EQ(uresp.connections(), 1u);
+  EXPECT_EQ(MustPublish("pushed", "gone").subscribers(), 0u);
+
+  grpc::ClientContext bad;
+  sub.set_topic("no spaces allowed");
+  EXPECT_EQ(stub_->Subscribe(&bad, sub, &sresp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext missing;
+  sub.set_topic("t");
+  sub.set_connection_id("999999");
+  EXPECT_EQ(stub_->Subscribe(&missing, sub, &sresp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(AdminTest, ServerSideSubscribeRespectsTheSubscriptionLimit) {
+  Start({"--max_subscriptions_per_connection=1"});
+  auto c = Connect("/ws?topics=one");
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest sub;
+  sub.set_connection_id(OnlySubscriber("one"));
+  sub.set_topic("two");
+  v1::SubscribeResponse resp;
+  EXPECT_EQ(stub_->Subscribe(&ctx, sub, &resp).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+}
+
+TEST_F(AdminTest, GetConnectionDescribesTopicsAndTraffic) {
+  auto c = Connect("/ws?topics=zeta,alpha&format=raw");
+  std::string id = OnlySubscriber("alpha");
+  MustPublish("alpha", "1");
+  MustPublish("zeta", "2");
+  ASSERT_TRUE(c->Read().ok());
+  ASSERT_TRUE(c->Read().ok());
+
+  grpc::ClientContext ctx;
+  v1::GetConnectionRequest req;
+  req.set_connection_id(id);
+  v1::Connection conn;
+  ASSERT_TRUE(stub_->GetConnection(&ctx, req, &conn).ok());
+  EXPECT_EQ(conn.connection_id(), id);
+  EXPECT_THAT(conn.topics(), ElementsAre("alpha", "zeta"));
+  EXPECT_EQ(conn.messages_sent(), 2u);
+  EXPECT_EQ(conn.queued_bytes(), 0u);
+  EXPECT_EQ(conn.format(), "raw");
+  EXPECT_THAT(conn.remote_address(), HasSubstr("127.0.0.1:"));
+
+  grpc::ClientContext missing;
+  req.set_connection_id("424242");
+  EXPECT_EQ(stub_->GetConnection(&missing, req, &conn).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(AdminTest, PublishBatchGivesEachMessageItsOwnResult) {
+  auto c = Connect("/ws?topics=batch");
+  grpc::ClientContext ctx;
+  v1::PublishBatchRequest req;
+  for (const auto& [topic, payload] : std::vector<std::pair<std::string, std::string>>{
+           {"batch", "a"}, {"bad topic", "b"}, {"batch", "c"}}) {
+    auto* m = req.add_messages();
+    m->set_topic(topic);
+    m->set_payload(payload);
+  }
+  v1::PublishBatchResponse resp;
+  ASSERT_TRUE(stub_->PublishBatch(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 3);
+  EXPECT_EQ(resp.results(0).seq(), 1u);
+  EXPECT_EQ(resp.results(0).code(), 0);
+  EXPECT_EQ(resp.results(1).code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_FALSE(resp.results(1).error().empty());
+  EXPECT_EQ(resp.results(2).seq(), 2u);
+  EXPECT_EQ(c->Read()->data, R"({"topic":"batch","seq":1,"text":"a"})");
+  EXPECT_EQ(c->Read()->data, R"({"topic":"batch","seq":2,"text":"c"})");
+}
+
+TEST_F(AdminTest, PublishStreamAnswersEveryMessageInOrderAndSurvivesBadOnes) {
+  auto c = Connect("/ws?topics=stream&format=raw");
+  grpc::ClientContext ctx;
+  auto stream = stub_->PublishStream(&ctx);
+  constexpr int kMessages = 3000;
+  std::thread writer([&] {
+    for (int i = 0; i < kMessages; ++i) {
+      v1::PublishRequest req;
+      req.set_topic(i == 100 ? "bad topic" : "stream");
+      req.set_payload(absl::StrCat(i));
+      if (!stream->Write(req)) break;
+    }
+    stream->WritesDone();
+  });
+  uint64_t expected_seq = 1;
+  int results = 0;
+  v1::PublishResult result;
+  while (stream->Read(&result)) {
+    if (results == 100) {
+      EXPECT_EQ(result.code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+    } else {
+      EXPECT_EQ(result.code(), 0) << result.error();
+      EXPECT_EQ(result.seq(), expected_seq++);
+      EXPECT_EQ(result.subscribers(), 1u);
+    }
+    ++results;
+  }
+  writer.join();
+  EXPECT_TRUE(stream->Finish().ok());
+  EXPECT_EQ(results, kMessages);
+  for (int i = 0; i < kMessages; ++i) {
+    if (i == 100) continue;
+    auto f = c->Read();
+    ASSERT_TRUE(f.ok()) << "message " << i;
+    ASSERT_EQ(f->data, absl::StrCat(i));
+  }
+}
+
+TEST_F(AdminTest, WatchTailsATopicOrAPrefix) {
+  grpc::ClientContext ctx_topic;
+  v1::WatchRequest by_topic;
+  by_topic.set_topic("orders/eu");
+  auto topic_watch = stub_->Watch(&ctx_topic, by_topic);
+  grpc::ClientContext ctx_prefix;
+  v1::WatchRequest by_prefix;
+  by_prefix.set_prefix("orders/");
+  auto prefix_watch = stub_->Watch(&ctx_prefix, by_prefix);
+  // The streams are open once the headers arrived.
+  topic_watch->WaitForInitialMetadata();
+  prefix_watch->WaitForInitialMetadata();
+
+  MustPublish("orders/us", "1");
+  MustPublish("orders/eu", "2");
+  MustPublish("billing", "3");
+  MustPublish("orders/eu", std::string("\x00\xff", 2));
+
+  v1::WatchEvent e;
+  ASSERT_TRUE(topic_watch->Read(&e));
+  EXPECT_EQ(e.topic(), "orders/eu");
+  EXPECT_EQ(e.payload(), "2");
+  EXPECT_GT(e.published_at().seconds(), 1700000000);
+  ASSERT_TRUE(topic_watch->Read(&e));
+  EXPECT_EQ(e.payload(), std::string("\x00\xff", 2));
+  std::vector<std::string> seen;
+  for (int i = 0; i < 3 && prefix_watch->Read(&e); ++i) seen.push_back(e.topic() + "=" + e.payload().substr(0, 1));
+  EXPECT_THAT(seen, ElementsAre("orders/us=1", "orders/eu=2", std::string("orders/eu=\0", 11)));
+  ctx_topic.TryCancel();
+  ctx_prefix.TryCancel();
+
+  grpc::ClientContext both;
+  v1::WatchRequest bad;
+  bad.set_topic("a");
+  bad.set_prefix("b");
+  auto refused = stub_->Watch(&both, bad);
+  EXPECT_FALSE(refused->Read(&e));
+  EXPECT_EQ(refused->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(AdminTest, HealthPerServiceName) {
+  auto health = grpc::health::v1::Health::NewStub(node_->channel());
+  for (const char* service : {"", "fanout.v1.Fanout"}) {
+    grpc::ClientContext ctx;
+    grpc::health::v1::HealthCheckRequest req;
+    req.set_service(service);
+    grpc::health::v1::HealthCheckResponse resp;
+    ASSERT_TRUE(health->Check(&ctx, req, &resp).ok()) << service;
+    EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING);
+  }
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service("no.such.Service");
+  grpc::health::v1::HealthCheckResponse resp;
+  EXPECT_EQ(health->Check(&ctx, req, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(AdminTest, SigtermEndsWatchStreams) {
+  grpc::ClientContext ctx;
+  v1::WatchRequest req;
+  req.set_prefix("");
+  auto watch = stub_->Watch(&ctx, req);
+  watch->WaitForInitialMetadata();
+  ASSERT_EQ(kill(node_->pid(), SIGTERM), 0);
+  v1::WatchEvent e;
+  while (watch->Read(&e)) {
+  }
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  auto code = node_->Stop(0);
+  ASSERT_TRUE(code.ok());
+  EXPECT_EQ(*code, 0);
+}
+
+}  // namespace
+}  // namespace fanout
