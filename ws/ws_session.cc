@@ -30,6 +30,9 @@ WsSession::WsSession(Socket socket, Identity identity, WsFrontEnd* front_end, Io
       rate_tokens_(front_end->options().client_message_burst),
       rate_time_(std::chrono::steady_clock::now()) {
   ws_.next_layer().set_sink(this);
+  // Writes try the socket directly first (DoWrite); they must never block.
+  beast::error_code ec;
+  ws_.next_layer().next_layer().non_blocking(true, ec);
 }
 
 WsSession::~WsSession() = default;
@@ -265,6 +268,30 @@ bool WsSession::Enqueue(OutItem item) {
 
 void WsSession::DoWrite() {
   if (pending_.empty() || state_ == Phase::kClosed) return;
+  // Fast path: hand the kernel what it takes right now with one gathered
+  // write, no asynchronous operation and no completion to schedule. Only
+  // what does not fit waits for the socket to become writable.
+  auto& socket = ws_.next_layer().next_layer();
+  beast::error_code ec;
+  size_t written = socket.write_some(pending_, ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
+    beast::error_code ignored;
+    socket.close(ignored);  // the pending read ends and cleans up
+    return;
+  }
+  queued_bytes_ -= written;
+  size_t done = 0;
+  while (done < pending_.size() && written >= pending_[done].bytes.size()) {
+    written -= pending_[done].bytes.size();
+    ++done;
+  }
+  if (done < pending_.size()) pending_[done].bytes += written;
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
+  if (pending_.empty()) {
+    if (pending_.capacity() > 256) pending_.shrink_to_fit();
+    if (teardown_) FinishTeardown({});
+    return;
+  }
   writing_ = true;
   inflight_.swap(pending_);
   asio::async_write(ws_.next_layer().next_layer(), inflight_,
