@@ -8,7 +8,13 @@ service, builds message classes from the FileDescriptorProtos it gets back, and
 then does what the README shows: list, describe, health check, publish (JSON
 request with a base64 payload, as grpcurl takes it) while a real WebSocket
 subscriber listens, GetStats, ListTopics, ListSubscribers, and a SIGTERM that
-closes the subscriber with 1001 and exits 0.
+closes the subscriber with 1001 and exits 0. The `list` and `describe` outputs
+it compares with are read from README.md's session itself.
+
+It also checks that reflection describes the whole API: every rpc of
+fanout.v1.Fanout with its types and streaming sides, and every message of
+proto/fanout/v1/fanout.proto field for field (the .proto, compiled with protoc,
+is used only as the reference to compare with, never to talk to the server).
 
 Usage: /usr/bin/python3 reflection_test.py path/to/fanoutd
 (Debian's grpcio, protobuf and websockets load only in /usr/bin/python3.)
@@ -20,6 +26,7 @@ import importlib
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -36,27 +43,42 @@ REFLECTION_PROTO = "grpc/reflection/v1alpha/reflection.proto"
 GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
 TIMEOUT = 10.0  # seconds; bounds every single wait in this test
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(HERE, "..", "..", "README.md")
+PROTO_ROOT = os.path.join(HERE, "..", "..", "proto")
+FANOUT_PROTO = "fanout/v1/fanout.proto"
+
+# name: (request type, response type, client streams, server streams)
 FANOUT_METHODS = {
-    "Publish": ("fanout.v1.PublishRequest", "fanout.v1.PublishResponse"),
-    "Broadcast": ("fanout.v1.BroadcastRequest", "fanout.v1.BroadcastResponse"),
-    "ListSubscribers": ("fanout.v1.ListSubscribersRequest", "fanout.v1.ListSubscribersResponse"),
-    "ListTopics": ("fanout.v1.ListTopicsRequest", "fanout.v1.ListTopicsResponse"),
-    "GetStats": ("fanout.v1.GetStatsRequest", "fanout.v1.GetStatsResponse"),
+    "Publish": ("fanout.v1.PublishRequest", "fanout.v1.PublishResponse", False, False),
+    "Broadcast": ("fanout.v1.BroadcastRequest", "fanout.v1.BroadcastResponse", False, False),
+    "ListSubscribers": ("fanout.v1.ListSubscribersRequest", "fanout.v1.ListSubscribersResponse",
+                        False, False),
+    "ListTopics": ("fanout.v1.ListTopicsRequest", "fanout.v1.ListTopicsResponse", False, False),
+    "GetStats": ("fanout.v1.GetStatsRequest", "fanout.v1.GetStatsResponse", False, False),
+    "PublishBatch": ("fanout.v1.PublishBatchRequest", "fanout.v1.PublishBatchResponse",
+                     False, False),
+    "PublishStream": ("fanout.v1.PublishRequest", "fanout.v1.PublishResult", True, True),
+    "Watch": ("fanout.v1.WatchRequest", "fanout.v1.WatchEvent", False, True),
+    "Disconnect": ("fanout.v1.DisconnectRequest", "fanout.v1.DisconnectResponse", False, False),
+    "Subscribe": ("fanout.v1.SubscribeRequest", "fanout.v1.SubscribeResponse", False, False),
+    "Unsubscribe": ("fanout.v1.UnsubscribeRequest", "fanout.v1.UnsubscribeResponse",
+                    False, False),
+    "GetConnection": ("fanout.v1.GetConnectionRequest", "fanout.v1.Connection", False, False),
 }
-README_DESCRIBE_FANOUT = """\
-fanout.v1.Fanout is a service:
-service Fanout {
-  rpc Broadcast ( .fanout.v1.BroadcastRequest ) returns ( .fanout.v1.BroadcastResponse );
-  rpc GetStats ( .fanout.v1.GetStatsRequest ) returns ( .fanout.v1.GetStatsResponse );
-  rpc ListSubscribers ( .fanout.v1.ListSubscribersRequest ) returns ( .fanout.v1.ListSubscribersResponse );
-  rpc ListTopics ( .fanout.v1.ListTopicsRequest ) returns ( .fanout.v1.ListTopicsResponse );
-  rpc Publish ( .fanout.v1.PublishRequest ) returns ( .fanout.v1.PublishResponse );
-}"""
-README_DESCRIBE_PUBLISH_REQUEST = """\
-fanout.v1.PublishRequest is a message:
-message PublishRequest {
-  string topic = 1;
-  bytes payload = 2;
+# The rpcs' messages, and the messages they contain.
+FANOUT_MESSAGES = sorted({t for m in FANOUT_METHODS.values() for t in m[:2]} | {
+    "fanout.v1.Subscriber", "fanout.v1.TopicInfo"})
+# How grpcurl prints a message with a oneof (docs/api.md shows it).
+DESCRIBE_DISCONNECT_REQUEST = """\
+fanout.v1.DisconnectRequest is a message:
+message DisconnectRequest {
+  oneof target {
+    string connection_id = 1;
+    string user = 2;
+  }
+  uint32 code = 3;
+  string reason = 4;
 }"""
 REQUIRED_SERVICES = {"fanout.v1.Fanout", "grpc.health.v1.Health",
                      "grpc.reflection.v1alpha.ServerReflection"}
@@ -125,6 +147,52 @@ class Fanoutd:
             self.proc.wait(timeout=TIMEOUT)
 
 
+# --- the README ---------------------------------------------------------------
+
+def readme_outputs():
+    """What the README's console blocks show each `grpcurl -plaintext ADDR ...` print.
+
+    Keyed by what follows the address, e.g. "describe fanout.v1.Fanout"; the
+    output runs to the next blank line or `$ ` line.
+    """
+    outputs = {}
+    lines = open(README, encoding="utf-8").read().split("\n")
+    in_console = False
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        if line.startswith("```"):
+            in_console = line.strip() == "```console"
+            continue
+        m = re.match(r"\$ grpcurl -plaintext 127\.0\.0\.1:50051 (.+)$", line)
+        if not (in_console and m):
+            continue
+        output = []
+        while i < len(lines) and lines[i].strip() and not lines[i].startswith(("$ ", "```")):
+            output.append(lines[i])
+            i += 1
+        outputs[m.group(1).strip()] = "\n".join(output)
+    return outputs
+
+
+def reference_descriptors(tmp):
+    """proto/fanout/v1/fanout.proto compiled by protoc: what reflection must describe."""
+    out = os.path.join(tmp, "fanout_reference.pb")
+    subprocess.run(["protoc", f"-I{PROTO_ROOT}", "--include_imports",
+                    f"--descriptor_set_out={out}", os.path.join(PROTO_ROOT, FANOUT_PROTO)],
+                   check=True, timeout=TIMEOUT)
+    fds = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
+    return next(f for f in fds.file if f.name == FANOUT_PROTO)
+
+
+def message_shape(message_proto):
+    """A DescriptorProto's fields as comparable tuples (comments and options aside)."""
+    return [(f.name, f.number, f.label, f.type, f.type_name,
+             f.HasField("oneof_index") and message_proto.oneof_decl[f.oneof_index].name or "")
+            for f in sorted(message_proto.field, key=lambda f: f.number)]
+
+
 # --- reflection ---------------------------------------------------------------
 
 def compile_reflection_proto(tmp):
@@ -155,9 +223,13 @@ class ReflectionClient:
         self.files = {}  # name -> FileDescriptorProto, as the server sent them
 
     def _ask(self, **request):
-        responses = self.stub.ServerReflectionInfo(
-            iter([self.pb2.ServerReflectionRequest(**request)]), timeout=TIMEOUT)
-        response = next(iter(responses))
+        # Read the stream to its end (the server ends it after our one request)
+        # rather than leave it open: an open call holds fanoutd's shutdown.
+        responses = list(self.stub.ServerReflectionInfo(
+            iter([self.pb2.ServerReflectionRequest(**request)]), timeout=TIMEOUT))
+        if len(responses) != 1:
+            raise Fatal(f"reflection {request}: {len(responses)} responses, want 1")
+        response = responses[0]
         if response.HasField("error_response"):
             raise Fatal(f"reflection {request}: {response.error_response.error_message}")
         return response
@@ -196,6 +268,19 @@ class ReflectionClient:
     def message_class(self, full_name):
         return self.factory.GetPrototype(self.pool.FindMessageTypeByName(full_name))
 
+    def method_proto(self, method):
+        """The MethodDescriptorProto the server sent: it has the streaming flags."""
+        service = method.containing_service
+        for s in self.files[service.file.name].service:
+            if s.name == service.name:
+                return next(m for m in s.method if m.name == method.name)
+        raise Fatal(f"no descriptor for {method.full_name}")
+
+    def message_proto(self, message):
+        """The DescriptorProto the server sent for a top-level message."""
+        return next(m for m in self.files[message.file.name].message_type
+                    if m.name == message.name)
+
 
 class DynamicCaller:
     """Unary calls with JSON in and JSON out, typed only by reflection."""
@@ -222,12 +307,15 @@ class DynamicCaller:
 # grpcurl prints descriptors with protoreflect's protoprint (compact, elements
 # sorted, fully qualified type names); for services and flat messages like these
 # that comes down to the two functions below.
-def describe_service(service):
-    """grpcurl-style text of a service: methods sorted, fully qualified types."""
+def describe_service(service, reflection):
+    """grpcurl-style text of a service: methods sorted, fully qualified types,
+    `stream` before a streamed side."""
     lines = [f"{service.full_name} is a service:", f"service {service.name} {{"]
     for m in sorted(service.methods, key=lambda m: m.name):
-        lines.append(f"  rpc {m.name} ( .{m.input_type.full_name} ) "
-                     f"returns ( .{m.output_type.full_name} );")
+        proto = reflection.method_proto(m)
+        request = ("stream " if proto.client_streaming else "") + "." + m.input_type.full_name
+        response = ("stream " if proto.server_streaming else "") + "." + m.output_type.full_name
+        lines.append(f"  rpc {m.name} ( {request} ) returns ( {response} );")
     lines.append("}")
     return "\n".join(lines)
 
@@ -237,9 +325,9 @@ SCALAR_TYPE_NAMES = {getattr(descriptor_pb2.FieldDescriptorProto, n): n[5:].lowe
 
 
 def describe_message(message):
-    """grpcurl-style text of a message: fields by number, fully qualified types."""
-    lines = [f"{message.full_name} is a message:", f"message {message.name} {{"]
-    for f in sorted(message.fields, key=lambda f: f.number):
+    """grpcurl-style text of a message: fields by number, a oneof at its
+    smallest field number, fully qualified types."""
+    def field_line(f):
         if f.message_type is not None:
             type_name = f".{f.message_type.full_name}"
         elif f.enum_type is not None:
@@ -247,7 +335,17 @@ def describe_message(message):
         else:
             type_name = SCALAR_TYPE_NAMES[f.type]
         label = "repeated " if f.label == f.LABEL_REPEATED else ""
-        lines.append(f"  {label}{type_name} {f.name} = {f.number};")
+        return f"{label}{type_name} {f.name} = {f.number};"
+
+    items = [(f.number, [f"  {field_line(f)}"])
+             for f in message.fields if f.containing_oneof is None]
+    for oneof in message.oneofs:
+        body = [f"  oneof {oneof.name} {{"]
+        body += [f"    {field_line(f)}" for f in sorted(oneof.fields, key=lambda f: f.number)]
+        items.append((min(f.number for f in oneof.fields), body + ["  }"]))
+    lines = [f"{message.full_name} is a message:", f"message {message.name} {{"]
+    for _, body in sorted(items, key=lambda item: item[0]):
+        lines += body
     lines.append("}")
     return "\n".join(lines)
 
@@ -273,14 +371,14 @@ async def session(binary, tmp, results):
     pb2, pb2_grpc = compile_reflection_proto(tmp)
     server = Fanoutd(binary)
     try:
-        await run_session(server, pb2, pb2_grpc, results)
+        await run_session(server, pb2, pb2_grpc, results, tmp)
     finally:
         server.kill()
         if results.failed:
             print("--- fanoutd stderr ---\n" + server.stderr_text(), flush=True)
 
 
-async def run_session(server, pb2, pb2_grpc, results):
+async def run_session(server, pb2, pb2_grpc, results, tmp):
     addresses = server.ready_line()
     results.check("ready line names both ports",
                   set(addresses) == {"grpc", "ws"}, f"got {addresses!r}")
@@ -288,10 +386,17 @@ async def run_session(server, pb2, pb2_grpc, results):
     channel = grpc.insecure_channel(grpc_address)
     grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
 
+    readme = readme_outputs()
+    for command in ("list", "describe fanout.v1.Fanout", "describe fanout.v1.PublishRequest"):
+        results.check(f"README shows `grpcurl ... {command}` and its output",
+                      bool(readme.get(command)), f"found: {sorted(readme)}")
+
     # grpcurl list
     reflection = ReflectionClient(channel, pb2, pb2_grpc)
     services = reflection.list_services()
     results.expect_eq("list: the services the README shows", sorted(services),
+                      readme.get("list", "").split("\n"))
+    results.expect_eq("list: the services fanoutd must serve", sorted(services),
                       sorted(REQUIRED_SERVICES))
 
     # grpcurl describe: every listed service resolves, Fanout completely. The
@@ -307,11 +412,17 @@ async def run_session(server, pb2, pb2_grpc, results):
             results.check(f"describe {name}", False, str(e))
     fanout = reflection.pool.FindServiceByName("fanout.v1.Fanout")
     results.expect_eq("describe fanout.v1.Fanout prints what the README shows",
-                      describe_service(fanout), README_DESCRIBE_FANOUT)
-    methods = {m.name: (m.input_type.full_name, m.output_type.full_name)
-               for m in fanout.methods}
-    results.expect_eq("describe fanout.v1.Fanout: methods and their types",
+                      describe_service(fanout, reflection),
+                      readme.get("describe fanout.v1.Fanout"))
+    methods = {}
+    for m in fanout.methods:
+        proto = reflection.method_proto(m)
+        methods[m.name] = (m.input_type.full_name, m.output_type.full_name,
+                           proto.client_streaming, proto.server_streaming)
+    results.expect_eq("describe fanout.v1.Fanout: the rpcs, their types and streaming sides",
                       methods, FANOUT_METHODS)
+    for name, want in sorted(FANOUT_METHODS.items()):
+        results.expect_eq(f"describe fanout.v1.Fanout.{name}", methods.get(name), want)
     missing = []
     for method in fanout.methods:
         for message in (method.input_type, method.output_type):
@@ -324,7 +435,35 @@ async def run_session(server, pb2, pb2_grpc, results):
     results.expect_eq("describe fanout.v1.PublishRequest prints what the README shows",
                       describe_message(
                           reflection.pool.FindMessageTypeByName("fanout.v1.PublishRequest")),
-                      README_DESCRIBE_PUBLISH_REQUEST)
+                      readme.get("describe fanout.v1.PublishRequest"))
+    results.expect_eq("describe fanout.v1.DisconnectRequest: the oneof target",
+                      describe_message(
+                          reflection.pool.FindMessageTypeByName("fanout.v1.DisconnectRequest")),
+                      DESCRIBE_DISCONNECT_REQUEST)
+
+    # Every message of the .proto, as `describe MESSAGE` asks for it: by its own
+    # symbol, with the same fields, numbers, types, labels and oneofs.
+    reference = reference_descriptors(tmp)
+    reference_names = sorted(f"{reference.package}.{m.name}" for m in reference.message_type)
+    missing_messages = sorted(set(FANOUT_MESSAGES) - set(reference_names))
+    results.check("the messages this test expects are all in fanout.proto", not missing_messages,
+                  f"not in the .proto: {missing_messages}")
+    for message_proto in reference.message_type:
+        name = f"{reference.package}.{message_proto.name}"
+        try:
+            reflection.load_symbol(name)
+            described = reflection.pool.FindMessageTypeByName(name)
+            got = message_shape(reflection.message_proto(described))
+        except (Fatal, KeyError, StopIteration) as e:
+            results.check(f"describe {name}", False, f"{type(e).__name__}: {e}")
+            continue
+        results.expect_eq(f"describe {name}: fields as in fanout.proto", got,
+                          message_shape(message_proto))
+    reference_service = next(s for s in reference.service if s.name == "Fanout")
+    results.expect_eq("every rpc of fanout.proto is described, streaming sides included",
+                      sorted((m.name, m.client_streaming, m.server_streaming)
+                             for m in reference_service.method),
+                      sorted((name, v[2], v[3]) for name, v in methods.items()))
     subscriber = reflection.pool.FindMessageTypeByName("fanout.v1.Subscriber")
     results.expect_eq("Subscriber.connected_at is a google.protobuf.Timestamp",
                       subscriber.fields_by_name["connected_at"].message_type.full_name,
@@ -346,7 +485,11 @@ async def run_session(server, pb2, pb2_grpc, results):
         websockets.connect(f"ws://{ws_address}/ws?topics=news"), TIMEOUT)
     await publish_and_query(caller, ws, results)
 
-    # SIGTERM: the subscriber sees 1001, the process exits 0.
+    # SIGTERM: the subscriber sees 1001, the process exits 0. The gRPC channel
+    # is closed first, as the README's grpcurl commands have all exited by then:
+    # an idle Python channel does not act on the server's GOAWAY, and the
+    # server would wait seconds for that connection to go.
+    channel.close()
     server.proc.send_signal(signal.SIGTERM)
     try:
         await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
@@ -359,7 +502,6 @@ async def run_session(server, pb2, pb2_grpc, results):
         results.expect_eq("fanoutd exits 0 on SIGTERM", code, 0)
     except subprocess.TimeoutExpired:
         results.check("fanoutd exits 0 on SIGTERM", False, f"still running after {TIMEOUT}s")
-    channel.close()
 
 
 async def receive(ws):

@@ -1,0 +1,542 @@
+#!/usr/bin/python3
+"""e2e.api_examples: every shell example in docs/api.md, run as written.
+
+docs/api.md shows its examples as `console` code blocks: a `$ ` line (and its
+continuation lines) is a command, the lines up to the next `$ ` are what it
+prints. This test extracts every command of every such block, runs it with
+bash exactly as written, with `grpcurl` on the PATH being
+tests/e2e/grpcurl_standin.py (reflection only, grpcurl's output format), against
+a real fanoutd, and compares what it prints with what the page shows.
+
+How the page's examples map onto a node:
+
+- Each `## ` section starts with a fresh fanoutd (on port 0: the documented
+  127.0.0.1:50051 is replaced by its real gRPC address) and one WebSocket
+  client subscribed to `news`, the page's standing assumption. A section, or a
+  later point in one, may ask for another starting point with a hidden comment,
+  which also starts a fresh node:
+
+      <!-- api-examples setup
+      client news,alerts          a WebSocket client: ws://WS/ws?topics=news,alerts
+      run COMMAND                 a shell command (same PATH and directory), must succeed
+      -->
+
+  Clients are numbered 1, 2, ... in the order given, and the page calls them
+  connection 1, 2, ...: a fresh node hands out ids from 1. The test asks
+  ListSubscribers for each client's real id and replaces documented ids in
+  `"connection_id":"N"` (commands) and `"connectionId": "N"` (output).
+- `<!-- api-examples concurrent -->` before a block: that block's commands run
+  while the last command of the block before it (a streaming call bounded with
+  -max-time, such as Watch) is still running; the test starts that command,
+  waits until its stream is open, runs the block, then waits for the command
+  to end and checks what it printed.
+- Output is stdout followed by stderr. Before comparing, volatile values are
+  masked on both sides: timestamps, the port of `remoteAddress`, `nodeId`, and
+  the lines `uptimeSeconds` and `queuedBytes`. `...text...` in the page's output
+  matches anything. A command shown with no output is only checked for success.
+- The exit status must be 0, or grpcurl's 64 + code when the page shows `ERROR:`.
+- A successful Disconnect of a test client must close that client with the
+  request's code (4000 when 0) and reason.
+
+Usage: /usr/bin/python3 api_examples_test.py path/to/fanoutd
+(Debian's grpcio, protobuf and websockets load only in /usr/bin/python3.)
+"""
+
+import asyncio
+import difflib
+import json
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+
+import websockets
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DOC = os.path.normpath(os.path.join(HERE, "..", "..", "docs", "api.md"))
+STANDIN = os.path.join(HERE, "grpcurl_standin.py")
+DOC_ADDRESS = "127.0.0.1:50051"
+TIMEOUT = 10.0  # seconds; bounds every single wait in this test
+DEFAULT_SETUP = ["client news"]
+GRPC_CODES = {  # grpc-go's names, as grpcurl prints them
+    "Canceled": 1, "Unknown": 2, "InvalidArgument": 3, "DeadlineExceeded": 4, "NotFound": 5,
+    "AlreadyExists": 6, "PermissionDenied": 7, "ResourceExhausted": 8,
+    "FailedPrecondition": 9, "Aborted": 10, "OutOfRange": 11, "Unimplemented": 12,
+    "Internal": 13, "Unavailable": 14, "DataLoss": 15, "Unauthenticated": 16,
+}
+
+
+class Results:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, name, ok, detail=""):
+        if ok:
+            self.passed += 1
+            print(f"ok   {name}", flush=True)
+        else:
+            self.failed += 1
+            print(f"FAIL {name}" + (f"\n{detail}" if detail else ""), flush=True)
+        return ok
+
+
+class Fatal(Exception):
+    """A failure after which the rest of a section cannot run."""
+
+
+# --- the page ------------------------------------------------------------------
+
+@dataclass
+class Example:
+    line: int          # 1-based line of the `$ ` in the page
+    command: str       # as typed, continuation lines included
+    expected: str      # what the page shows it printing ("" when nothing)
+
+
+@dataclass
+class Block:
+    line: int
+    examples: list
+    concurrent: bool = False  # runs while the previous block's last command runs
+
+
+@dataclass
+class Section:
+    title: str
+    # ("setup", [steps], line) or ("block", Block)
+    items: list = field(default_factory=list)
+
+
+def command_complete(text):
+    """Whether bash would run `text` as it stands, or wait for more lines."""
+    if text.rstrip().endswith(("\\", "|", "&&", "||")):
+        return False
+    try:
+        shlex.split(text, comments=False, posix=True)
+    except ValueError:  # an open quote
+        return False
+    return True
+
+
+HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+
+
+def parse_console_block(lines, first_line):
+    """Examples of one console block: `lines` are its content, `first_line` its number."""
+    examples = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("$ "):
+            i += 1
+            continue
+        start = i
+        command = lines[i][2:]
+        i += 1
+        while not command_complete(command) and i < len(lines):
+            command += "\n" + lines[i]
+            i += 1
+        heredoc = HEREDOC.search(command)
+        if heredoc:
+            while i < len(lines):
+                command += "\n" + lines[i]
+                i += 1
+                if lines[i - 1] == heredoc.group(2):
+                    break
+        output = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            output.append(lines[i])
+            i += 1
+        while output and not output[-1].strip():
+            output.pop()
+        examples.append(Example(first_line + start, command, "\n".join(output)))
+    return examples
+
+
+def parse_doc(text):
+    sections = [Section("(top)")]
+    lines = text.split("\n")
+    i = 0
+    concurrent_next = False
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            info = line[3:].strip()
+            body_start = i + 1
+            i += 1
+            while i < len(lines) and not lines[i].startswith("```"):
+                i += 1
+            if info == "console":
+                examples = parse_console_block(lines[body_start:i], body_start + 1)
+                if examples:
+                    sections[-1].items.append(
+                        ("block", Block(body_start, examples, concurrent_next)))
+            concurrent_next = False
+            i += 1
+            continue
+        if line.startswith("## "):
+            sections.append(Section(line[3:].strip()))
+        elif line.strip() == "<!-- api-examples concurrent -->":
+            concurrent_next = True
+        elif line.strip() == "<!-- api-examples setup":
+            start = i + 1
+            steps = []
+            i += 1
+            while i < len(lines) and lines[i].strip() != "-->":
+                if lines[i].strip():
+                    steps.append(lines[i].strip())
+                i += 1
+            sections[-1].items.append(("setup", steps, start))
+        i += 1
+    return [s for s in sections if any(kind == "block" for kind, *_ in s.items)]
+
+
+# --- comparing output ------------------------------------------------------------
+
+VOLATILE = [
+    (re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"'), '"<time>"'),
+    (re.compile(r'("remoteAddress": "[^"]*:)\d+"'), r'\1<port>"'),
+    (re.compile(r'("nodeId": )"[^"]*"'), r'\1"<node>"'),
+    (re.compile(r'^\s*"(uptimeSeconds|queuedBytes)": "\d+",?\n', re.M), ""),
+]
+ELISION = re.compile(r"[ \t]*\.\.\.[^\n]*?\.\.\.[ \t]*")
+
+
+def normalize(text):
+    text = text.rstrip("\n") + "\n"
+    for pattern, replacement in VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text.rstrip("\n")
+
+
+def output_matches(expected, actual):
+    expected, actual = normalize(expected), normalize(actual)
+    if "..." not in expected:
+        return expected == actual
+    parts = ELISION.split(expected)
+    pattern = ".*?".join(re.escape(p) for p in parts)
+    return re.fullmatch(pattern, actual, re.S) is not None
+
+
+def expected_status(expected):
+    """The exit status the page implies: 0, or 64 + the code of its ERROR."""
+    m = re.search(r"^ERROR:\n  Code: (\w+)$", expected, re.M)
+    return 64 + GRPC_CODES[m.group(1)] if m else 0
+
+
+def diff(expected, actual):
+    return "\n".join(difflib.unified_diff(
+        normalize(expected).split("\n"), normalize(actual).split("\n"),
+        "docs/api.md (masked)", "actual (masked)", lineterm=""))
+
+
+# --- the server ----------------------------------------------------------------
+
+class Fanoutd:
+    """fanoutd on port 0: reads its first stdout line, keeps its stderr."""
+
+    def __init__(self, binary, name):
+        self.proc = subprocess.Popen(
+            [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
+             f"--node_id={name}", "--io_threads=2"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.stderr = []
+        self._lines = queue.Queue()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put),
+                         daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
+                         daemon=True).start()
+
+    @staticmethod
+    def _pump(stream, sink):
+        for line in iter(stream.readline, b""):
+            sink(line.decode("utf-8", "replace"))
+        sink(None)
+
+    def ready_line(self):
+        try:
+            line = self._lines.get(timeout=TIMEOUT)
+        except queue.Empty:
+            raise Fatal(f"no ready line on stdout within {TIMEOUT}s")
+        if line is None:
+            raise Fatal(f"fanoutd exited before its ready line: {self.stderr_text()}")
+        return json.loads(line)
+
+    def stderr_text(self):
+        return "".join(s for s in self.stderr if s)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=TIMEOUT + 5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=TIMEOUT)
+
+
+# --- running a section ---------------------------------------------------------
+
+CONNECTION_ID_IN_COMMAND = re.compile(r'("connection_id"\s*:\s*")(\d+)(")')
+CONNECTION_ID_IN_OUTPUT = re.compile(r'("connectionId": ")(\d+)(")')
+
+
+class Node:
+    """A fresh fanoutd, its WebSocket clients and a scratch directory."""
+
+    def __init__(self, binary, bin_dir, name):
+        self.server = Fanoutd(binary, name)
+        self.bin_dir = bin_dir
+        self.cwd = tempfile.mkdtemp(prefix="fanout-api-examples-")
+        self.clients = []   # websockets connections, client k at index k-1
+        self.ids = {}       # documented id -> real id, both strings
+        addresses = self.server.ready_line()
+        self.grpc, self.ws = addresses["grpc"], addresses["ws"]
+
+    def env(self, **extra):
+        env = dict(os.environ)
+        env["PATH"] = self.bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
+        env.update(extra)
+        return env
+
+    def substitute(self, command):
+        command = command.replace(DOC_ADDRESS, self.grpc)
+        return CONNECTION_ID_IN_COMMAND.sub(
+            lambda m: m.group(1) + self.ids.get(m.group(2), m.group(2)) + m.group(3), command)
+
+    def substitute_output(self, expected):
+        return CONNECTION_ID_IN_OUTPUT.sub(
+            lambda m: m.group(1) + self.ids.get(m.group(2), m.group(2)) + m.group(3), expected)
+
+    async def start(self, command, **env):
+        return await asyncio.create_subprocess_exec(
+            "/bin/bash", "-c", command, cwd=self.cwd, env=self.env(**env),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+
+    async def finish(self, proc, timeout):
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return None, "", f"(still running after {timeout}s; killed)"
+        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    async def run(self, command, timeout=TIMEOUT):
+        return await self.finish(await self.start(self.substitute(command)), timeout)
+
+    async def setup(self, steps):
+        for step in steps:
+            verb, _, arg = step.partition(" ")
+            if verb == "client":
+                topics = arg.strip()
+                if not topics:
+                    raise Fatal("a setup client needs topics (its id is found through them)")
+                ws = await asyncio.wait_for(
+                    websockets.connect(f"ws://{self.ws}/ws?topics={topics}"), TIMEOUT)
+                self.clients.append((ws, topics.split(",")[0]))
+            elif verb == "run":
+                code, out, err = await self.run(arg)
+                if code != 0:
+                    raise Fatal(f"setup `{arg}` exited {code}: {out}{err}")
+            else:
+                raise Fatal(f"unknown setup step {step!r}")
+        # The ids the page assumes are 1, 2, ...; learn the real ones as a user
+        # would, from ListSubscribers, matching each client's own address.
+        for k, (ws, topic) in enumerate(self.clients, start=1):
+            code, out, err = await self.run(
+                f"grpcurl -plaintext -d '{{\"topic\":\"{topic}\",\"page_size\":1000}}' "
+                f"{DOC_ADDRESS} fanout.v1.Fanout/ListSubscribers")
+            if code != 0:
+                raise Fatal(f"ListSubscribers for setup client {k}: {err}")
+            host, port = ws.local_address[:2]
+            listed = json.loads(out).get("subscribers", [])
+            match = [s["connectionId"] for s in listed
+                     if s.get("remoteAddress") == f"{host}:{port}"]
+            if len(match) != 1:
+                raise Fatal(f"setup client {k} ({host}:{port}) not listed on {topic}: {out}")
+            self.ids[str(k)] = match[0]
+
+    async def close(self):
+        for ws, _ in self.clients:
+            await ws.close()
+        running = self.server.proc.poll() is None
+        self.server.stop()
+        shutil.rmtree(self.cwd, ignore_errors=True)
+        return running
+
+
+def describe(example):
+    first = example.command.split("\n")[0]
+    return f"api.md:{example.line}: {first[:90]}"
+
+
+def request_json(command):
+    """The JSON after -d in a grpcurl command, or None."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    for i, w in enumerate(words[:-1]):
+        if w == "-d" and words[i + 1] != "@":
+            try:
+                return json.loads(words[i + 1])
+            except ValueError:
+                return None
+    return None
+
+
+async def check_example(node, example, result, results):
+    code, out, err = result
+    name = describe(example)
+    if code is None:
+        results.check(name, False, err)
+        return
+    actual = out + err
+    want_status = expected_status(example.expected)
+    ok = results.check(f"{name} (exit status)", code == want_status,
+                       f"  exit status {code}, want {want_status}\n  stdout: {out!r}\n"
+                       f"  stderr: {err!r}")
+    if example.expected:
+        expected = node.substitute_output(example.expected)
+        results.check(f"{name} (output)", output_matches(expected, actual),
+                      diff(expected, actual))
+    if ok and code == 0 and "fanout.v1.Fanout/Disconnect" in example.command:
+        await check_disconnect(node, example, results)
+
+
+async def check_disconnect(node, example, results):
+    request = request_json(example.command) or {}
+    documented = request.get("connection_id", request.get("connectionId"))
+    if documented is None or not documented.isdigit() or not 1 <= int(documented) <= len(node.clients):
+        return
+    ws, _ = node.clients[int(documented) - 1]
+    want = (request.get("code") or 4000, request.get("reason", ""))
+    try:
+        await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
+        got = (ws.close_code, ws.close_reason)
+    except asyncio.TimeoutError:
+        got = "still open"
+    results.check(f"{describe(example)} (client {documented} closed with {want[0]} "
+                  f"{want[1]!r})", got == want, f"  got {got!r}")
+
+
+OPEN_TIMEOUT = TIMEOUT
+
+
+async def run_background(node, example, signal_path):
+    if "-max-time" not in example.command:
+        raise Fatal(f"api.md:{example.line}: a command other commands run alongside must end "
+                    f"by itself: give it -max-time")
+    proc = await node.start(node.substitute(example.command), GRPCURL_STANDIN_OPENED=signal_path)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + OPEN_TIMEOUT
+    while not os.path.exists(signal_path):
+        if proc.returncode is not None or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    return proc
+
+
+async def run_section(binary, bin_dir, section, results):
+    node = None
+    pending_setup = DEFAULT_SETUP
+    items = section.items
+    try:
+        for index, item in enumerate(items):
+            if item[0] == "setup":
+                pending_setup = item[1]
+                continue
+            block = item[1]
+            if pending_setup is not None:
+                if block.concurrent:
+                    raise Fatal(f"api.md:{block.line}: a concurrent block follows a setup")
+                if node:
+                    await close_node(node, section, results)
+                node = Node(binary, bin_dir, "api-examples")
+                await node.setup(pending_setup)
+                pending_setup = None
+            if block.concurrent:
+                continue  # run by the block before it
+            following = items[index + 1][1] if index + 1 < len(items) else None
+            concurrent = following if (following is not None and isinstance(following, Block)
+                                       and following.concurrent) else None
+            examples = block.examples[:-1] if concurrent else block.examples
+            for example in examples:
+                await check_example(node, example, await node.run(example.command), results)
+            if concurrent:
+                background = block.examples[-1]
+                signal_path = os.path.join(node.cwd, ".stream-open")
+                proc = await run_background(node, background, signal_path)
+                results.check(f"{describe(background)} (stream open)",
+                              os.path.exists(signal_path), "  the stream did not open")
+                for example in concurrent.examples:
+                    await check_example(node, example, await node.run(example.command), results)
+                max_time = float(re.search(r"-max-time[ =]([0-9.]+)", background.command).group(1))
+                await check_example(node, background,
+                                    await node.finish(proc, max_time + TIMEOUT), results)
+    finally:
+        if node:
+            await close_node(node, section, results)
+
+
+async def close_node(node, section, results):
+    running = await node.close()
+    if not results.check(f"[{section.title}] fanoutd ran through the section", running):
+        print("--- fanoutd stderr ---\n" + node.server.stderr_text(), flush=True)
+
+
+def make_bin_dir(tmp):
+    """A directory with `grpcurl` running the stand-in, to put first on PATH."""
+    bin_dir = os.path.join(tmp, "bin")
+    os.mkdir(bin_dir)
+    path = os.path.join(bin_dir, "grpcurl")
+    with open(path, "w") as f:
+        f.write(f'#!/bin/sh\nexec /usr/bin/python3 "{STANDIN}" "$@"\n')
+    os.chmod(path, 0o755)
+    return bin_dir
+
+
+async def main_async(binary, results):
+    with open(DOC, encoding="utf-8") as f:
+        sections = parse_doc(f.read())
+    commands = sum(len(i[1].examples) for s in sections for i in s.items if i[0] == "block")
+    grpcurl_commands = sum(1 for s in sections for i in s.items if i[0] == "block"
+                           for e in i[1].examples if re.search(r"\bgrpcurl\b", e.command))
+    print(f"docs/api.md: {len(sections)} sections with examples, {commands} commands, "
+          f"{grpcurl_commands} of them grpcurl", flush=True)
+    results.check("docs/api.md has grpcurl examples", grpcurl_commands > 0)
+    with tempfile.TemporaryDirectory(prefix="fanout-api-examples-bin-") as tmp:
+        bin_dir = make_bin_dir(tmp)
+        for section in sections:
+            print(f"## {section.title}", flush=True)
+            try:
+                await run_section(binary, bin_dir, section, results)
+            except Fatal as e:
+                results.check(f"[{section.title}] section ran to the end", False, f"  {e}")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    binary = os.path.abspath(sys.argv[1])
+    results = Results()
+    try:
+        asyncio.run(main_async(binary, results))
+    except Exception as e:  # report anything unexpected as a failure
+        results.check("test ran to the end", False, f"  {type(e).__name__}: {e}")
+    print(f"{results.passed} passed, {results.failed} failed", flush=True)
+    return 1 if results.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
