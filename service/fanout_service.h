@@ -2,7 +2,10 @@
 #define FANOUT_SERVICE_FANOUT_SERVICE_H_
 
 #include <functional>
+#include <set>
 #include <string>
+
+#include "core/mutex.h"
 
 #include "absl/time/time.h"
 #include "core/hub.h"
@@ -17,6 +20,25 @@ struct NodeCounters {
   std::function<uint64_t()> slow_client_disconnects;
   // False once the node is shutting down: publishes then fail UNAVAILABLE.
   std::function<bool()> serving;
+};
+
+// The long-lived streams of a service, so shutdown can end them.
+// Thread: safe from any thread.
+class StreamRegistry {
+ public:
+  class Stream {
+   public:
+    virtual ~Stream() = default;
+    // Ends the stream soon; must not block or call back into the registry.
+    virtual void OnNodeShutdown() = 0;
+  };
+  void Add(Stream* s);
+  void Remove(Stream* s);
+  void ShutdownAll();
+
+ private:
+  Mutex mu_;
+  std::set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
 };
 
 // fanout.v1.Fanout on gRPC's callback API. Every method finishes inline: the
@@ -64,6 +86,10 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
                                           const v1::GetConnectionRequest* req,
                                           v1::Connection* resp) override;
 
+  // Ends open PublishStream calls with UNAVAILABLE (Watch streams end through
+  // the hub's observers). Called once shutdown has begun.
+  void Shutdown();
+
  private:
   // Publishes one request into `result`, never failing the caller.
   void PublishOne(const v1::PublishRequest& req, v1::PublishResult* result);
@@ -73,6 +99,7 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   const std::string node_id_;
   const NodeCounters counters_;
   const absl::Time started_ = absl::Now();
+  StreamRegistry streams_;
 };
 
 }  // namespace fanout

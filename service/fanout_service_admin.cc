@@ -30,6 +30,7 @@ absl::StatusOr<std::vector<std::shared_ptr<Subscriber>>> Targets(Hub* hub, const
     }
     return conns;
   }
+  if (req.connection_id().empty()) return absl::InvalidArgumentError("connection_id is empty");
   uint64_t id = 0;
   std::shared_ptr<Subscriber> conn;
   if (absl::SimpleAtoi(req.connection_id(), &id)) conn = hub->FindConnection(id);

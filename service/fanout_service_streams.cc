@@ -21,16 +21,32 @@ constexpr size_t kMaxUnreadResults = 10000;
 // per request in order. One read and one write in flight at most.
 // Thread: gRPC callback threads; reactions may run concurrently, so state is
 // under mu_. Owns itself until OnDone.
-class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult> {
+class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>,
+                                   public StreamRegistry::Stream {
  public:
   PublishStreamReactor(std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish,
-                       std::function<bool()> serving)
-      : publish_(std::move(publish)), serving_(std::move(serving)) {
+                       std::function<bool()> serving, StreamRegistry* registry)
+      : publish_(std::move(publish)), serving_(std::move(serving)), registry_(registry) {
+    registry_->Add(this);
     StartRead(&request_);
+  }
+
+  // The node is stopping: owed results are written, then the stream ends with
+  // UNAVAILABLE, even if the producer is idle with a read pending.
+  void OnNodeShutdown() override {
+    MutexLock lock(&mu_);
+    if (read_done_) return;
+    read_done_ = true;
+    final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
+    MaybeFinishLocked();
   }
 
   void OnReadDone(bool ok) override {
     MutexLock lock(&mu_);
+    if (read_done_) {  // ended by shutdown while this read was pending
+      MaybeFinishLocked();
+      return;
+    }
     if (!ok) {  // the client half-closed, or the call is cancelled
       read_done_ = true;
       MaybeFinishLocked();
@@ -73,7 +89,10 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     MaybeFinishLocked();
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    registry_->Remove(this);
+    delete this;
+  }
 
  private:
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -91,6 +110,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
 
   const std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish_;
   const std::function<bool()> serving_;
+  StreamRegistry* const registry_;
   Mutex mu_;
   v1::PublishRequest request_;  // owned by the pending read
   v1::PublishResult writing_result_ ABSL_GUARDED_BY(mu_);
@@ -225,6 +245,25 @@ void WatchReactor::OnDone() {
 
 }  // namespace
 
+void StreamRegistry::Add(Stream* s) {
+  MutexLock lock(&mu_);
+  streams_.insert(s);
+}
+
+void StreamRegistry::Remove(Stream* s) {
+  MutexLock lock(&mu_);
+  streams_.erase(s);
+}
+
+void StreamRegistry::ShutdownAll() {
+  // Held throughout: a stream's OnDone (which removes it, then frees it)
+  // waits here, so no stream is freed while being told.
+  MutexLock lock(&mu_);
+  for (Stream* s : streams_) s->OnNodeShutdown();
+}
+
+void FanoutServiceImpl::Shutdown() { streams_.ShutdownAll(); }
+
 void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishResult* result) {
   if (!counters_.serving()) {
     result->set_code(static_cast<int32_t>(grpc::StatusCode::UNAVAILABLE));
@@ -257,7 +296,7 @@ grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImp
     grpc::CallbackServerContext* ctx) {
   return new PublishStreamReactor(
       [this](const v1::PublishRequest& r, v1::PublishResult* out) { PublishOne(r, out); },
-      counters_.serving);
+      counters_.serving, &streams_);
 }
 
 grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::CallbackServerContext* ctx,

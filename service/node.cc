@@ -103,6 +103,7 @@ void Node::Shutdown() {
     // their streams end rather than hold the drain until its deadline.
     health_->Shutdown();
     hub_->ShutdownObservers();
+    service_->Shutdown();
   }
   absl::Time deadline = absl::Now() + options_.drain_timeout;
   if (front_end_) front_end_->Shutdown(options_.drain_timeout);

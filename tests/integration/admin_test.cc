@@ -265,3 +265,40 @@ TEST_F(AdminTest, SigtermEndsWatchStreams) {
 
 }  // namespace
 }  // namespace fanout
+
+namespace fanout {
+namespace {
+
+TEST_F(AdminTest, SigtermEndsAnIdlePublishStreamWithUnavailable) {
+  // A long drain deadline: the node must not need it for an idle producer.
+  Start({"--drain_timeout=300s"});
+  grpc::ClientContext ctx;
+  auto stream = stub_->PublishStream(&ctx);
+  v1::PublishRequest req;
+  req.set_topic("idle");
+  req.set_payload("x");
+  ASSERT_TRUE(stream->Write(req));
+  v1::PublishResult result;
+  ASSERT_TRUE(stream->Read(&result));
+  EXPECT_EQ(result.code(), 0);
+  ASSERT_EQ(kill(node_->pid(), SIGTERM), 0);
+  EXPECT_FALSE(stream->Read(&result));
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(status.error_message(), "node is shutting down");
+  auto code = node_->Stop(0, absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+TEST_F(AdminTest, EmptyConnectionIdIsInvalidArgument) {
+  grpc::ClientContext ctx;
+  v1::SubscribeRequest req;
+  req.set_connection_id("");
+  req.set_topic("t");
+  v1::SubscribeResponse resp;
+  EXPECT_EQ(stub_->Subscribe(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace fanout

@@ -113,7 +113,9 @@ TEST(RegistryStress, ConcurrentSubscribeUnsubscribePublishBroadcastAndList) {
           ASSERT_TRUE(hub.Publish("hot" + std::to_string(i % 4), "x").ok());
           ASSERT_TRUE(hub.Publish("stable", "y").ok());
           publishes.fetch_add(1);
-          if (i % 100 == 0) ASSERT_TRUE(hub.Broadcast("z").ok());
+          if (i % 100 == 0) {
+            ASSERT_TRUE(hub.Broadcast("z").ok());
+          }
         }
       });
     }
