@@ -41,6 +41,11 @@ struct IoThread {
   int index = 0;
   boost::asio::io_context context{1};
   absl::flat_hash_set<WsSession*> sessions;  // open WebSocket sessions
+  // Sessions with deliveries queued but not yet written, flushed by one task
+  // posted behind the delivery tasks already waiting: under load, several
+  // publishes reach a session before its flush and leave in one writev.
+  std::vector<std::shared_ptr<WsSession>> dirty;
+  bool flush_posted = false;
   IoThreadStats stats;
   std::thread thread;
 };

@@ -247,23 +247,54 @@ void WsSession::Reply(std::string json_text) {
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
   if (state_ != Phase::kOpen && state_ != Phase::kHandshaking) return;
   absl::string_view frame = message->Frame(identity().format);
-  if (Enqueue({message, asio::const_buffer(frame.data(), frame.size())})) {
+  if (Enqueue({message, asio::const_buffer(frame.data(), frame.size())}, /*deferred=*/true)) {
     IoThreadStats::Add(thread_->stats.messages_out, 1);
     IoThreadStats::Add(thread_->stats.bytes_out, frame.size());
   }
 }
 
-bool WsSession::Enqueue(OutItem item) {
+bool WsSession::Enqueue(OutItem item, bool deferred) {
   if (state_ == Phase::kClosed) return false;
-  if (queued_bytes_ + item.bytes.size() > front_end_->options().max_outbound_queue_bytes) {
+  // The limit bounds the backlog, not the message: one frame larger than the
+  // limit still goes to a client that has nothing queued.
+  if (queued_bytes_ > 0 &&
+      queued_bytes_ + item.bytes.size() > front_end_->options().max_outbound_queue_bytes) {
     SlowConsumer();
     return false;
   }
   queued_bytes_ += item.bytes.size();
   ++messages_sent_;
   pending_.push_back(std::move(item));
-  if (!writing_) DoWrite();
+  if (writing_) return true;  // OnWrite sends it with the rest
+  if (!deferred) {
+    DoWrite();
+    return true;
+  }
+  if (!dirty_) {
+    dirty_ = true;
+    thread_->dirty.push_back(shared_from_this());
+    if (!thread_->flush_posted) {
+      thread_->flush_posted = true;
+      IoThread* t = thread_;
+      asio::post(t->context, [t] { FlushDirty(t); });
+    }
+  }
   return true;
+}
+
+void WsSession::FlushDirty(IoThread* thread) {
+  thread->flush_posted = false;
+  std::vector<std::shared_ptr<WsSession>> sessions;
+  sessions.swap(thread->dirty);
+  for (const auto& s : sessions) {
+    s->dirty_ = false;
+    if (!s->writing_) s->DoWrite();
+  }
+  // Keep the list's capacity for the next publish unless it was huge.
+  if (thread->dirty.empty() && sessions.capacity() <= 65536) {
+    sessions.clear();
+    thread->dirty.swap(sessions);
+  }
 }
 
 void WsSession::DoWrite() {

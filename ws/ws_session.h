@@ -66,6 +66,9 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
 
   size_t queued_bytes() const { return queued_bytes_; }
 
+  // Writes what the thread's dirty sessions have queued. Runs on `thread`.
+  static void FlushDirty(IoThread* thread);
+
  private:
   // A queued frame: bytes and whatever keeps them alive. Converts to a buffer
   // so a vector of items is itself a buffer sequence for a gathered write.
@@ -89,7 +92,9 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
 
   // Queues bytes; closes the connection as a slow consumer when the queue
   // would exceed its limit. Returns false when the bytes were not queued.
-  bool Enqueue(OutItem item);
+  // `deferred`: leave the write to the thread's flush (deliveries), instead
+  // of writing now (replies, Beast's frames).
+  bool Enqueue(OutItem item, bool deferred = false);
   void DoWrite();
   void OnWrite(boost::beast::error_code ec);
   void FinishTeardown(boost::beast::error_code ec);
@@ -103,6 +108,7 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
   IoThread* const thread_;
   Phase state_ = Phase::kHandshaking;
   bool writing_ = false;
+  bool dirty_ = false;  // in thread_->dirty
   bool registered_ = false;
   size_t queued_bytes_ = 0;
   uint64_t messages_sent_ = 0;
