@@ -11,15 +11,11 @@
 
 namespace fanout {
 
-// Records what it is handed.
-class FakeSubscriber : public Subscriber {
+// A subscriber whose control calls answer at once and do nothing: core
+// tests exercise delivery, not connection control.
+class PassiveSubscriber : public Subscriber {
  public:
-  FakeSubscriber(uint64_t id, int io_index, DeliveryFormat format = DeliveryFormat::kJson)
-      : Subscriber(Identity{.id = id, .io_index = io_index, .format = format}) {}
-  void DeliverOnIoThread(const std::shared_ptr<const Message>& m) override {
-    received.push_back(std::string(m->Frame(identity().format)));
-    count.fetch_add(1, std::memory_order_relaxed);
-  }
+  using Subscriber::Subscriber;
   void Close(uint16_t, std::string) override {}
   void Subscribe(std::string, absl::AnyInvocable<void(absl::Status) &&> done) override {
     std::move(done)(absl::OkStatus());
@@ -28,6 +24,17 @@ class FakeSubscriber : public Subscriber {
     std::move(done)(false);
   }
   void Describe(absl::AnyInvocable<void(State) &&> done) override { std::move(done)(State{}); }
+};
+
+// Records what it is handed.
+class FakeSubscriber : public PassiveSubscriber {
+ public:
+  FakeSubscriber(uint64_t id, int io_index, DeliveryFormat format = DeliveryFormat::kJson)
+      : PassiveSubscriber(Identity{.id = id, .io_index = io_index, .format = format}) {}
+  void DeliverOnIoThread(const std::shared_ptr<const Message>& m) override {
+    received.push_back(std::string(m->Frame(identity().format)));
+    count.fetch_add(1, std::memory_order_relaxed);
+  }
   std::vector<std::string> received;
   std::atomic<int> count{0};
 };

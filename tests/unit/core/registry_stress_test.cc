@@ -55,21 +55,13 @@ class ThreadDispatcher : public Dispatcher {
 };
 
 // A subscriber whose delivery runs on its "I/O thread" only; counts.
-class CountingSubscriber : public Subscriber {
+class CountingSubscriber : public PassiveSubscriber {
  public:
-  CountingSubscriber(uint64_t id, int io) : Subscriber(Identity{.id = id, .io_index = io}) {}
+  CountingSubscriber(uint64_t id, int io) : PassiveSubscriber(Identity{.id = id, .io_index = io}) {}
   void DeliverOnIoThread(const std::shared_ptr<const Message>& m) override {
     last_seq_ = m->seq();  // plain write: TSan flags it if two threads deliver
     count.fetch_add(1, std::memory_order_relaxed);
   }
-  void Close(uint16_t, std::string) override {}
-  void Subscribe(std::string, absl::AnyInvocable<void(absl::Status) &&> done) override {
-    std::move(done)(absl::OkStatus());
-  }
-  void Unsubscribe(std::string, absl::AnyInvocable<void(bool) &&> done) override {
-    std::move(done)(false);
-  }
-  void Describe(absl::AnyInvocable<void(State) &&> done) override { std::move(done)(State{}); }
   std::atomic<uint64_t> count{0};
 
  private:
