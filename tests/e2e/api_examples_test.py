@@ -46,24 +46,22 @@ import asyncio
 import difflib
 import json
 import os
-import queue
 import re
 import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 
 import websockets
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.normpath(os.path.join(HERE, "..", "..", "docs", "api.md"))
 STANDIN = os.path.join(HERE, "grpcurl_standin.py")
 DOC_ADDRESS = "127.0.0.1:50051"
-TIMEOUT = 10.0  # seconds; bounds every single wait in this test
 DEFAULT_SETUP = ["client news"]
 GRPC_CODES = {  # grpc-go's names, as grpcurl prints them
     "Canceled": 1, "Unknown": 2, "InvalidArgument": 3, "DeadlineExceeded": 4, "NotFound": 5,
@@ -71,25 +69,6 @@ GRPC_CODES = {  # grpc-go's names, as grpcurl prints them
     "FailedPrecondition": 9, "Aborted": 10, "OutOfRange": 11, "Unimplemented": 12,
     "Internal": 13, "Unavailable": 14, "DataLoss": 15, "Unauthenticated": 16,
 }
-
-
-class Results:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL {name}" + (f"\n{detail}" if detail else ""), flush=True)
-        return ok
-
-
-class Fatal(Exception):
-    """A failure after which the rest of a section cannot run."""
 
 
 # --- the page ------------------------------------------------------------------
@@ -235,51 +214,6 @@ def diff(expected, actual):
     return "\n".join(difflib.unified_diff(
         normalize(expected).split("\n"), normalize(actual).split("\n"),
         "docs/api.md (masked)", "actual (masked)", lineterm=""))
-
-
-# --- the server ----------------------------------------------------------------
-
-class Fanoutd:
-    """fanoutd on port 0: reads its first stdout line, keeps its stderr."""
-
-    def __init__(self, binary, name):
-        self.proc = subprocess.Popen(
-            [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
-             f"--node_id={name}", "--io_threads=2"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.stderr = []
-        self._lines = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
-                         daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink):
-        for line in iter(stream.readline, b""):
-            sink(line.decode("utf-8", "replace"))
-        sink(None)
-
-    def ready_line(self):
-        try:
-            line = self._lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise Fatal(f"no ready line on stdout within {TIMEOUT}s")
-        if line is None:
-            raise Fatal(f"fanoutd exited before its ready line: {self.stderr_text()}")
-        return json.loads(line)
-
-    def stderr_text(self):
-        return "".join(s for s in self.stderr if s)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=TIMEOUT + 5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=TIMEOUT)
 
 
 # --- running a section ---------------------------------------------------------
@@ -529,13 +463,12 @@ def main():
         print(__doc__, file=sys.stderr)
         return 2
     binary = os.path.abspath(sys.argv[1])
-    results = Results()
+    results = Results(detail_separator="\n")
     try:
         asyncio.run(main_async(binary, results))
     except Exception as e:  # report anything unexpected as a failure
         results.check("test ran to the end", False, f"  {type(e).__name__}: {e}")
-    print(f"{results.passed} passed, {results.failed} failed", flush=True)
-    return 1 if results.failed else 0
+    return results.summary()
 
 
 if __name__ == "__main__":

@@ -51,6 +51,9 @@ import grpc
 from google.protobuf import (descriptor, descriptor_pb2, descriptor_pool, json_format,
                              message_factory)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_support  # noqa: E402
+
 GRPC_PROTO_ROOT = "/usr/share/grpc-proto"
 REFLECTION_PROTO = "grpc/reflection/v1alpha/reflection.proto"
 REFLECTION_METHOD = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
@@ -167,27 +170,14 @@ class Reflection:
         return True
 
     def _add_files(self, serialized):
-        pending = {}
-        for raw in serialized:
-            fdp = descriptor_pb2.FileDescriptorProto.FromString(raw)
-            if fdp.name not in self.files:
-                pending[fdp.name] = fdp
-        for fdp in list(pending.values()):
-            for dep in fdp.dependency:
-                if dep not in self.files and dep not in pending:
-                    response, error = self._ask(file_by_filename=dep)
-                    if error:
-                        raise Failure(f"Failed to resolve dependency {dep} of {fdp.name}: {error}")
-                    self._add_files(response.file_descriptor_response.file_descriptor_proto)
-        while pending:
-            ready = [f for f in pending.values() if all(d in self.files for d in f.dependency)]
-            if not ready:
-                raise Failure(f"unresolvable dependencies among {sorted(pending)}")
-            for fdp in ready:
-                if fdp.name not in self.files:
-                    self.pool.Add(fdp)
-                    self.files[fdp.name] = fdp
-                del pending[fdp.name]
+        def fetch(dep, importer):
+            response, error = self._ask(file_by_filename=dep)
+            if error:
+                raise Failure(f"Failed to resolve dependency {dep} of {importer.name}: {error}")
+            return response.file_descriptor_response.file_descriptor_proto
+        e2e_support.add_file_descriptors(self.files, serialized,
+                                         descriptor_pb2.FileDescriptorProto.FromString, fetch,
+                                         self.pool.Add, Failure)
 
     def find(self, symbol):
         """The descriptor named `symbol` (service, method, message, enum), or None."""
@@ -208,13 +198,7 @@ class Reflection:
 
     def method_proto(self, method):
         """The MethodDescriptorProto of `method`: the streaming flags live there."""
-        service = method.containing_service
-        for s in self.files[service.file.name].service:
-            if s.name == service.name:
-                for m in s.method:
-                    if m.name == method.name:
-                        return m
-        raise Failure(f"no descriptor for {method.full_name}")
+        return e2e_support.method_proto(self.files, method, Failure)
 
     def message_class(self, descriptor):
         return message_class(self.factory, descriptor)

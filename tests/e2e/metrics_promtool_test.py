@@ -14,19 +14,19 @@ import asyncio
 import importlib
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import urllib.error
 import urllib.request
 
 import grpc
 import websockets
 
-TIMEOUT = 10.0  # seconds; bounds every single wait in this test
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
+
 PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
 GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
 
@@ -51,47 +51,13 @@ EXPECTED_SERIES = {
 }
 
 
-class Results:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
-        return ok
-
-    def expect_eq(self, name, got, want):
-        return self.check(name, got == want, f"got {got!r}, want {want!r}")
-
-
 def start_fanoutd(binary):
-    proc = subprocess.Popen(
-        [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
-         "--node_id=e2e-metrics", "--io_threads=2"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    lines = queue.Queue()
-    stderr = []
-
-    def pump(stream, sink):
-        for line in iter(stream.readline, b""):
-            sink(line.decode("utf-8", "replace"))
-        sink(None)
-
-    threading.Thread(target=pump, args=(proc.stdout, lines.put), daemon=True).start()
-    threading.Thread(target=pump, args=(proc.stderr, stderr.append), daemon=True).start()
+    server = Fanoutd(binary, "e2e-metrics")
     try:
-        line = lines.get(timeout=TIMEOUT)
-    except queue.Empty:
-        line = None
-    if line is None:
-        proc.kill()
-        raise RuntimeError("fanoutd gave no ready line: " + "".join(s for s in stderr if s))
-    return proc, json.loads(line), stderr
+        return server, server.ready_line()
+    except Fatal:
+        server.kill()
+        raise RuntimeError("fanoutd gave no ready line: " + server.stderr_text())
 
 
 def compile_fanout_proto(tmp):
@@ -156,7 +122,8 @@ async def traffic(pb2, pb2_grpc, addresses):
 
 async def run(binary, promtool, tmp, results):
     pb2, pb2_grpc = compile_fanout_proto(tmp)
-    proc, addresses, stderr = start_fanoutd(binary)
+    server, addresses = start_fanoutd(binary)
+    proc = server.proc
     try:
         statuses, replies, frames, ws = await traffic(pb2, pb2_grpc, addresses)
         results.expect_eq("refused upgrades answer 400", statuses, [400, 400])
@@ -215,11 +182,9 @@ async def run(binary, promtool, tmp, results):
         code = await asyncio.to_thread(proc.wait, TIMEOUT)
         results.expect_eq("fanoutd exits 0 on SIGTERM", code, 0)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=TIMEOUT)
+        server.kill()
         if results.failed:
-            print("--- fanoutd stderr ---\n" + "".join(s for s in stderr if s), flush=True)
+            print("--- fanoutd stderr ---\n" + server.stderr_text(), flush=True)
 
 
 def main():
@@ -234,8 +199,7 @@ def main():
             asyncio.run(run(binary, promtool, tmp, results))
         except Exception as e:
             results.check("test ran to the end", False, f"{type(e).__name__}: {e}")
-    print(f"{results.passed} passed, {results.failed} failed", flush=True)
-    return 1 if results.failed else 0
+    return results.summary()
 
 
 if __name__ == "__main__":

@@ -25,23 +25,24 @@ import base64
 import importlib
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 
 import grpc
 import websockets
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import e2e_support  # noqa: E402
+from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
+
 GRPC_PROTO_ROOT = "/usr/share/grpc-proto"
 REFLECTION_PROTO = "grpc/reflection/v1alpha/reflection.proto"
 GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
-TIMEOUT = 10.0  # seconds; bounds every single wait in this test
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, "..", "..", "README.md")
@@ -82,69 +83,6 @@ message DisconnectRequest {
 }"""
 REQUIRED_SERVICES = {"fanout.v1.Fanout", "grpc.health.v1.Health",
                      "grpc.reflection.v1alpha.ServerReflection"}
-
-
-class Results:
-    def __init__(self):
-        self.passed = 0
-        self.failed = 0
-
-    def check(self, name, ok, detail=""):
-        if ok:
-            self.passed += 1
-            print(f"ok   {name}", flush=True)
-        else:
-            self.failed += 1
-            print(f"FAIL {name}" + (f": {detail}" if detail else ""), flush=True)
-        return ok
-
-    def expect_eq(self, name, got, want):
-        return self.check(name, got == want, f"got {got!r}, want {want!r}")
-
-
-class Fatal(Exception):
-    """A failure after which the rest of the test cannot run."""
-
-
-# --- the server process -------------------------------------------------------
-
-class Fanoutd:
-    """fanoutd on port 0: reads its first stdout line, keeps its stderr."""
-
-    def __init__(self, binary):
-        self.proc = subprocess.Popen(
-            [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
-             "--node_id=e2e-reflection", "--io_threads=2"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.stderr = []
-        self._lines = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put),
-                         daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append),
-                         daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink):
-        for line in iter(stream.readline, b""):
-            sink(line.decode("utf-8", "replace"))
-        sink(None)
-
-    def ready_line(self):
-        try:
-            line = self._lines.get(timeout=TIMEOUT)
-        except queue.Empty:
-            raise Fatal(f"no ready line on stdout within {TIMEOUT}s")
-        if line is None:
-            raise Fatal(f"fanoutd exited before its ready line: {self.stderr_text()}")
-        return json.loads(line)
-
-    def stderr_text(self):
-        return "".join(s for s in self.stderr if s)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=TIMEOUT)
 
 
 # --- the README ---------------------------------------------------------------
@@ -243,38 +181,18 @@ class ReflectionClient:
         self._add_files(response.file_descriptor_response.file_descriptor_proto)
 
     def _add_files(self, serialized_files):
-        pending = {}
-        for raw in serialized_files:
-            fdp = descriptor_pb2.FileDescriptorProto.FromString(raw)
-            if fdp.name not in self.files:
-                pending[fdp.name] = fdp
-        # Dependencies the server did not send: ask by file name, as grpcurl does.
-        for fdp in list(pending.values()):
-            for dep in fdp.dependency:
-                if dep not in self.files and dep not in pending:
-                    response = self._ask(file_by_filename=dep)
-                    self._add_files(response.file_descriptor_response.file_descriptor_proto)
-        # The pool needs a file's dependencies before the file.
-        while pending:
-            ready = [f for f in pending.values() if all(d in self.files for d in f.dependency)]
-            if not ready:
-                raise Fatal(f"unresolvable dependencies among {sorted(pending)}")
-            for fdp in ready:
-                if fdp.name not in self.files:  # a dependency lookup may have added it
-                    self.pool.Add(fdp)
-                    self.files[fdp.name] = fdp
-                del pending[fdp.name]
+        def fetch(dep, _importer):
+            return self._ask(file_by_filename=dep).file_descriptor_response.file_descriptor_proto
+        e2e_support.add_file_descriptors(self.files, serialized_files,
+                                         descriptor_pb2.FileDescriptorProto.FromString, fetch,
+                                         self.pool.Add, Fatal)
 
     def message_class(self, full_name):
         return self.factory.GetPrototype(self.pool.FindMessageTypeByName(full_name))
 
     def method_proto(self, method):
         """The MethodDescriptorProto the server sent: it has the streaming flags."""
-        service = method.containing_service
-        for s in self.files[service.file.name].service:
-            if s.name == service.name:
-                return next(m for m in s.method if m.name == method.name)
-        raise Fatal(f"no descriptor for {method.full_name}")
+        return e2e_support.method_proto(self.files, method, Fatal)
 
     def message_proto(self, message):
         """The DescriptorProto the server sent for a top-level message."""
@@ -369,7 +287,7 @@ def unresolved_fields(message, seen):
 
 async def session(binary, tmp, results):
     pb2, pb2_grpc = compile_reflection_proto(tmp)
-    server = Fanoutd(binary)
+    server = Fanoutd(binary, "e2e-reflection")
     try:
         await run_session(server, pb2, pb2_grpc, results, tmp)
     finally:
@@ -605,8 +523,7 @@ def main():
             asyncio.run(session(binary, tmp, results))
         except Exception as e:  # a Fatal, a gRPC error, a timeout: report and fail
             results.check("session ran to the end", False, f"{type(e).__name__}: {e}")
-    print(f"{results.passed} passed, {results.failed} failed", flush=True)
-    return 1 if results.failed else 0
+    return results.summary()
 
 
 if __name__ == "__main__":
