@@ -50,8 +50,14 @@ void HttpSession::OnRead(beast::error_code ec) {
   Request req = parser_->release();
   head_ = req.method() == http::verb::head;
   auto target = boost::urls::parse_origin_form(req.target());
-  std::string path = target ? std::string(target->path()) : std::string();
-  if (path == "/ws") return HandleUpgrade(req);
+  if (!target) {
+    deadline_.cancel();
+    front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
+    return Respond(400, "malformed request target\n");
+  }
+  // Encoded path; our paths have nothing to decode.
+  boost::core::string_view path = target->encoded_path();
+  if (path == "/ws") return HandleUpgrade(req, *target);
   deadline_.cancel();
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
     return Respond(405, "method not allowed\n");
@@ -69,7 +75,7 @@ void HttpSession::OnRead(beast::error_code ec) {
   Respond(404, "not found: try /ws, /healthz or /metrics\n");
 }
 
-void HttpSession::HandleUpgrade(Request& req) {
+void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& target) {
   deadline_.cancel();
   if (!beast::websocket::is_upgrade(req)) {
     front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
@@ -95,12 +101,7 @@ void HttpSession::HandleUpgrade(Request& req) {
 
   std::vector<std::string> topics;
   DeliveryFormat format = DeliveryFormat::kJson;
-  auto target = boost::urls::parse_origin_form(req.target());
-  if (!target) {
-    front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
-    return Respond(400, "malformed request target\n");
-  }
-  for (auto param : target->params()) {
+  for (auto param : target.params()) {
     if (param.key == "topics") {
       for (absl::string_view t : absl::StrSplit(param.value, ',', absl::SkipEmpty())) {
         if (absl::Status s = front_end_->hub().ValidateTopic(t); !s.ok()) {

@@ -12,6 +12,7 @@
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/url/url_view.hpp>
 
 namespace fanout {
 
@@ -33,7 +34,8 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
   void OnRead(boost::beast::error_code ec);
-  void HandleUpgrade(Request& req);
+  // `target` views `req`'s target, parsed once by OnRead.
+  void HandleUpgrade(Request& req, const boost::urls::url_view& target);
   void Respond(unsigned status, std::string body, const char* content_type = "text/plain");
 
   boost::asio::ip::tcp::socket socket_;
