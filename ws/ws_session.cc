@@ -257,8 +257,13 @@ bool WsSession::Enqueue(OutItem item, bool deferred) {
   if (state_ == Phase::kClosed) return false;
   // The limit bounds the backlog, not the message: one frame larger than the
   // limit still goes to a client that has nothing queued.
-  if (queued_bytes_ > 0 &&
-      queued_bytes_ + item.bytes.size() > front_end_->options().max_outbound_queue_bytes) {
+  const size_t limit = front_end_->options().max_outbound_queue_bytes;
+  if (queued_bytes_ > 0 && queued_bytes_ + item.bytes.size() > limit && !writing_) {
+    // Deliveries waiting for the thread's flush are not the client's fault:
+    // hand them to the kernel now and judge by what it would not take.
+    DoWrite();
+  }
+  if (queued_bytes_ > 0 && queued_bytes_ + item.bytes.size() > limit) {
     SlowConsumer();
     return false;
   }
