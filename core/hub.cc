@@ -10,7 +10,10 @@ namespace fanout {
 Hub::Hub(const Options& options, Dispatcher* dispatcher)
     : limits_(options.limits),
       dispatcher_(dispatcher),
-      registry_({.stripes = options.stripes, .io_threads = dispatcher->thread_count()}) {}
+      budget_(std::make_shared<DeliveryBudget>(options.limits.max_pending_publish_bytes)),
+      registry_({.stripes = options.stripes,
+                 .io_threads = dispatcher->thread_count(),
+                 .max_topics = options.limits.max_topics}) {}
 
 absl::Status Hub::ValidateTopic(absl::string_view topic) const {
   return fanout::ValidateTopic(topic, limits_.max_topic_length);
@@ -25,9 +28,21 @@ absl::Status Hub::ValidatePayload(absl::string_view payload) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::string_view payload) {
-  if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
-  if (absl::Status s = ValidatePayload(payload); !s.ok()) return s;
+absl::Status Hub::Admit(Admission admission) {
+  if (admission == Admission::kAccept || !budget_->over()) return absl::OkStatus();
+  return Reject(Rejection::kOverloaded,
+                absl::ResourceExhaustedError(absl::StrCat(
+                    "node overloaded: ", budget_->used(), " bytes of deliveries are pending (limit ",
+                    budget_->limit(), "); retry later")));
+}
+
+absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::string_view payload,
+                                                Admission admission) {
+  if (absl::Status s = ValidateTopic(topic); !s.ok()) return Reject(Rejection::kInvalidTopic, s);
+  if (absl::Status s = ValidatePayload(payload); !s.ok()) {
+    return Reject(Rejection::kPayloadTooLarge, s);
+  }
+  if (absl::Status s = Admit(admission); !s.ok()) return s;
   messages_in_.fetch_add(1, std::memory_order_relaxed);
   bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
   TopicRegistry::PublishPlan plan = registry_.PlanPublish(topic);
@@ -37,13 +52,16 @@ absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::s
   // two concurrent publishes to one topic may reach a thread out of order.
   // Backends that need strict order publish to a topic from one caller.
   auto message = EncodeMessage(topic, /*broadcast=*/false, plan.seq, payload,
-                               plan.snapshot->json_count > 0, plan.snapshot->raw_count > 0);
+                               plan.snapshot->json_count > 0, plan.snapshot->raw_count > 0, budget_);
   Fanout(plan.snapshot, std::move(message));
   return PublishResult{plan.seq, plan.snapshot->size};
 }
 
-absl::StatusOr<Hub::PublishResult> Hub::Broadcast(absl::string_view payload) {
-  if (absl::Status s = ValidatePayload(payload); !s.ok()) return s;
+absl::StatusOr<Hub::PublishResult> Hub::Broadcast(absl::string_view payload, Admission admission) {
+  if (absl::Status s = ValidatePayload(payload); !s.ok()) {
+    return Reject(Rejection::kPayloadTooLarge, s);
+  }
+  if (absl::Status s = Admit(admission); !s.ok()) return s;
   messages_in_.fetch_add(1, std::memory_order_relaxed);
   bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
   uint64_t seq;
@@ -54,7 +72,7 @@ absl::StatusOr<Hub::PublishResult> Hub::Broadcast(absl::string_view payload) {
     snapshot = connections_.Snapshot(dispatcher_->thread_count());
   }
   auto message = EncodeMessage({}, /*broadcast=*/true, seq, payload, snapshot->json_count > 0,
-                               snapshot->raw_count > 0);
+                               snapshot->raw_count > 0, budget_);
   Fanout(snapshot, std::move(message));
   return PublishResult{seq, snapshot->size};
 }
@@ -63,8 +81,14 @@ void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
                  std::shared_ptr<const Message> message) {
   for (size_t t = 0; t < snapshot->by_thread.size(); ++t) {
     if (snapshot->by_thread[t].empty()) continue;
-    dispatcher_->Post(static_cast<int>(t), [snapshot, message, t]() {
+    // The task and the queue entries it will make are charged until it has
+    // run; by then each session has charged its entries to its own thread.
+    int64_t charge = kDeliveryTaskBytes +
+                     kQueueEntryBytes * static_cast<int64_t>(snapshot->by_thread[t].size());
+    budget_->Charge(charge);
+    dispatcher_->Post(static_cast<int>(t), [snapshot, message, t, charge, budget = budget_]() {
       for (const auto& sub : snapshot->by_thread[t]) sub->DeliverOnIoThread(message);
+      budget->Release(charge);
     });
   }
 }
@@ -112,12 +136,14 @@ std::vector<std::shared_ptr<Subscriber>> Hub::FindUserConnections(absl::string_v
   return out;
 }
 
-void Hub::AddObserver(std::shared_ptr<PublishObserver> observer) {
+bool Hub::AddObserver(std::shared_ptr<PublishObserver> observer) {
   MutexLock lock(&observers_mu_);
+  if (observers_shut_down_) return false;
   auto next = std::make_shared<Observers>(observers_ ? *observers_ : Observers{});
   next->push_back(std::move(observer));
   observer_count_.store(next->size(), std::memory_order_relaxed);
   observers_ = std::move(next);
+  return true;
 }
 
 void Hub::RemoveObserver(const PublishObserver* observer) {
@@ -135,6 +161,7 @@ void Hub::ShutdownObservers() {
   std::shared_ptr<const Observers> observers;
   {
     MutexLock lock(&observers_mu_);
+    observers_shut_down_ = true;
     observers = observers_;
   }
   if (!observers) return;
@@ -155,8 +182,7 @@ void Hub::NotifyObservers(absl::string_view topic, uint64_t seq, absl::string_vi
 
 absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber) {
   if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
-  registry_.Subscribe(topic, std::move(subscriber));
-  return absl::OkStatus();
+  return registry_.Subscribe(topic, std::move(subscriber));
 }
 
 void Hub::Unsubscribe(absl::string_view topic, uint64_t id) { registry_.Unsubscribe(topic, id); }

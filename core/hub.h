@@ -11,8 +11,9 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "core/mutex.h"
+#include "core/delivery_budget.h"
 #include "core/limits.h"
+#include "core/mutex.h"
 #include "core/subscriber.h"
 #include "core/topic_registry.h"
 
@@ -29,8 +30,16 @@ class Dispatcher {
   virtual void Post(int index, absl::AnyInvocable<void() &&> fn) = 0;
 };
 
+// What one entry of a connection's outbound queue costs (a reference to the
+// frame's owner and a view of its bytes), for the delivery budget.
+inline constexpr int64_t kQueueEntryBytes = 40;
+// What one posted delivery task costs until it has run.
+inline constexpr int64_t kDeliveryTaskBytes = 160;
+
 // Where publishes meet subscribers: validates, stamps sequence numbers,
 // encodes each message once and posts one delivery task per I/O thread.
+// Every accepted publish is charged to the delivery budget until it has been
+// written; over the budget, publishes are refused as overloaded.
 // Thread: safe from any thread; never blocks beyond a stripe lock.
 class Hub {
  public:
@@ -56,12 +65,27 @@ class Hub {
     uint64_t seq = 0;
     uint64_t subscribers = 0;
   };
+  // Whether a publish may be refused because the node is overloaded. A
+  // streaming publisher is not refused: it is read no further until there is
+  // room (DeliveryBudget::WhenRoom).
+  enum class Admission { kRefuseWhenOverloaded, kAccept };
   // Delivers `payload` to the subscribers of `topic`.
-  // INVALID_ARGUMENT: bad topic, or payload over limits().max_payload_bytes.
-  absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload);
-  // Delivers `payload` to every registered connection.
-  // INVALID_ARGUMENT: payload over limits().max_payload_bytes.
-  absl::StatusOr<PublishResult> Broadcast(absl::string_view payload);
+  // INVALID_ARGUMENT: bad topic, or payload over limits().max_payload_bytes;
+  // RESOURCE_EXHAUSTED: the delivery budget is spent (kRefuseWhenOverloaded).
+  absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload,
+                                        Admission admission = Admission::kRefuseWhenOverloaded);
+  // Delivers `payload` to every registered connection. Errors as Publish.
+  absl::StatusOr<PublishResult> Broadcast(absl::string_view payload,
+                                          Admission admission = Admission::kRefuseWhenOverloaded);
+
+  // The budget every accepted delivery is charged to.
+  DeliveryBudget& budget() { return *budget_; }
+  const DeliveryBudget& budget() const { return *budget_; }
+  // Publishes (and broadcasts) the hub refused, by reason.
+  enum class Rejection { kInvalidTopic, kPayloadTooLarge, kOverloaded, kCount };
+  uint64_t rejected(Rejection r) const {
+    return rejected_[static_cast<int>(r)].load(std::memory_order_relaxed);
+  }
 
   // Connection bookkeeping: every open connection is registered once, which
   // makes it a Broadcast recipient. Returns false on a duplicate id.
@@ -73,13 +97,16 @@ class Hub {
   // The open connections of `user` (never of the anonymous user "").
   std::vector<std::shared_ptr<Subscriber>> FindUserConnections(absl::string_view user);
 
-  // Registers or removes a publish observer.
-  void AddObserver(std::shared_ptr<PublishObserver> observer);
+  // Registers a publish observer; false (and nothing registered) once
+  // ShutdownObservers has run, so no observer escapes the shutdown notice.
+  bool AddObserver(std::shared_ptr<PublishObserver> observer);
   void RemoveObserver(const PublishObserver* observer);
-  // Calls OnShutdown on every observer.
+  size_t observer_count() const { return observer_count_.load(std::memory_order_relaxed); }
+  // Calls OnShutdown on every observer, and refuses new ones from now on.
   void ShutdownObservers();
 
-  // Subscribes `subscriber` to `topic`. INVALID_ARGUMENT for a bad topic.
+  // Subscribes `subscriber` to `topic`. INVALID_ARGUMENT for a bad topic,
+  // RESOURCE_EXHAUSTED when it would be a new topic beyond limits().max_topics.
   // Per-connection limits are the caller's (it knows its own topics).
   absl::Status Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber);
   void Unsubscribe(absl::string_view topic, uint64_t id);
@@ -93,6 +120,11 @@ class Hub {
 
  private:
   absl::Status ValidatePayload(absl::string_view payload) const;
+  absl::Status Admit(Admission admission);
+  absl::Status Reject(Rejection r, absl::Status status) {
+    rejected_[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed);
+    return status;
+  }
   // Posts one task per I/O thread that has recipients in `snapshot`.
   void Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
               std::shared_ptr<const Message> message);
@@ -100,6 +132,7 @@ class Hub {
 
   const Limits limits_;
   Dispatcher* const dispatcher_;
+  const std::shared_ptr<DeliveryBudget> budget_;  // shared with every message
   TopicRegistry registry_;
 
   Mutex connections_mu_;
@@ -109,11 +142,13 @@ class Hub {
   using Observers = std::vector<std::shared_ptr<PublishObserver>>;
   Mutex observers_mu_;
   std::shared_ptr<const Observers> observers_ ABSL_GUARDED_BY(observers_mu_);
+  bool observers_shut_down_ ABSL_GUARDED_BY(observers_mu_) = false;
   std::atomic<size_t> observer_count_{0};
   std::atomic<size_t> connection_count_{0};
 
   std::atomic<uint64_t> messages_in_{0};
   std::atomic<uint64_t> bytes_in_{0};
+  std::atomic<uint64_t> rejected_[static_cast<int>(Rejection::kCount)]{};
 };
 
 }  // namespace fanout

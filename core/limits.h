@@ -16,6 +16,12 @@ struct Limits {
   size_t max_payload_bytes = 1 << 20;
   // Most topics one connection may subscribe to.
   size_t max_subscriptions_per_connection = 1000;
+  // Most topics with at least one subscriber on the node; a subscription that
+  // would add one more is refused (RESOURCE_EXHAUSTED).
+  size_t max_topics = 1'000'000;
+  // Memory that accepted, not yet written deliveries may hold (see
+  // DeliveryBudget); over it, publishes are refused as overloaded.
+  int64_t max_pending_publish_bytes = int64_t{64} << 20;
 };
 
 }  // namespace fanout

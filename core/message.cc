@@ -2,6 +2,9 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <string_view>
+
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/string_view.hpp>
@@ -133,8 +136,21 @@ std::string BuildCloseFrame(uint16_t code, absl::string_view reason) {
   return BuildFrame(WsOpcode::kClose, body);
 }
 
+size_t MaxDeliveryFrameBytes(size_t max_topic_length, size_t max_payload_bytes) {
+  // {"topic":"T","seq":N,"b64":"B"} with N at most 20 digits.
+  size_t envelope = std::string_view(R"({"topic":"","seq":,"b64":""})").size() + max_topic_length + 20;
+  size_t body = envelope + 4 * ((max_payload_bytes + 2) / 3);
+  size_t raw = max_payload_bytes;
+  return FrameHeaderSize(std::max(body, raw)) + std::max(body, raw);
+}
+
+Message::~Message() {
+  if (budget_) budget_->Release(memory_bytes_);
+}
+
 std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broadcast, uint64_t seq,
-                                             absl::string_view payload, bool json, bool raw) {
+                                             absl::string_view payload, bool json, bool raw,
+                                             std::shared_ptr<DeliveryBudget> budget) {
   auto msg = std::make_shared<Message>();
   msg->seq_ = seq;
   msg->payload_size_ = payload.size();
@@ -142,6 +158,18 @@ std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broad
   if (raw) {
     msg->raw_frame_ =
         BuildFrame(IsValidUtf8(payload) ? WsOpcode::kText : WsOpcode::kBinary, payload);
+  }
+  // make_shared's one block: the control block (two counts, a vtable) and the
+  // message; each frame above the small-string size is an allocation of its own.
+  constexpr int64_t kControlBlock = 16;
+  auto heap = [](const std::string& s) {
+    return s.capacity() > 15 ? static_cast<int64_t>(s.capacity()) + 1 : 0;
+  };
+  msg->memory_bytes_ = kControlBlock + static_cast<int64_t>(sizeof(Message)) +
+                       heap(msg->json_frame_) + heap(msg->raw_frame_);
+  if (budget) {
+    budget->Charge(msg->memory_bytes_);
+    msg->budget_ = std::move(budget);
   }
   return msg;
 }

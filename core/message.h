@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+
 #include "absl/strings/string_view.h"
+#include "core/delivery_budget.h"
 
 namespace fanout {
 
@@ -32,6 +34,12 @@ std::string BuildFrame(WsOpcode opcode, absl::string_view payload);
 // Returns a close frame carrying `code` and `reason` (truncated to fit 125 bytes).
 std::string BuildCloseFrame(uint16_t code, absl::string_view reason);
 
+// The largest delivery frame a node with these limits can build: a payload of
+// `max_payload_bytes` that is not UTF-8, base64-encoded in a JSON envelope
+// naming a topic of `max_topic_length` bytes. A connection's outbound queue
+// must hold at least this much, or a client that reads well could be cut off.
+size_t MaxDeliveryFrameBytes(size_t max_topic_length, size_t max_payload_bytes);
+
 // One published message, encoded once and shared by every subscriber.
 // Immutable after EncodeMessage returns.
 // Thread: safe from any thread.
@@ -44,21 +52,34 @@ class Message {
   }
   uint64_t seq() const { return seq_; }
   size_t payload_size() const { return payload_size_; }
+  // What the message costs in memory, allocations included.
+  int64_t memory_bytes() const { return memory_bytes_; }
+
+  Message() = default;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+  // Gives the message's memory back to the budget it was charged to.
+  ~Message();
 
  private:
   friend std::shared_ptr<const Message> EncodeMessage(absl::string_view, bool, uint64_t,
-                                                      absl::string_view, bool, bool);
+                                                      absl::string_view, bool, bool,
+                                                      std::shared_ptr<DeliveryBudget>);
   uint64_t seq_ = 0;
   size_t payload_size_ = 0;
+  int64_t memory_bytes_ = 0;
   std::string json_frame_;
   std::string raw_frame_;
+  std::shared_ptr<DeliveryBudget> budget_;  // charged memory_bytes_ while alive
 };
 
 // Encodes a delivery. `topic` names the topic, or is ignored when `broadcast`
 // is true (the envelope then says "broadcast":true). Builds the JSON frame when
-// `json` is true and the raw frame when `raw` is true.
+// `json` is true and the raw frame when `raw` is true. With a `budget`, the
+// message is charged to it for as long as it lives.
 std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broadcast, uint64_t seq,
-                                             absl::string_view payload, bool json, bool raw);
+                                             absl::string_view payload, bool json, bool raw,
+                                             std::shared_ptr<DeliveryBudget> budget = nullptr);
 
 }  // namespace fanout
 

@@ -4,11 +4,13 @@
 
 #include "absl/hash/hash.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 
 namespace fanout {
 
 TopicRegistry::TopicRegistry(const Options& options)
     : io_threads_(options.io_threads),
+      max_topics_(options.max_topics),
       stripes_(new Stripe[std::max<size_t>(1, options.stripes)]),
       stripe_count_(std::max<size_t>(1, options.stripes)) {}
 
@@ -16,14 +18,25 @@ TopicRegistry::Stripe& TopicRegistry::StripeFor(absl::string_view topic) const {
   return stripes_[absl::Hash<absl::string_view>{}(topic) % stripe_count_];
 }
 
-bool TopicRegistry::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber) {
+absl::Status TopicRegistry::Subscribe(absl::string_view topic,
+                                      std::shared_ptr<Subscriber> subscriber) {
   Stripe& s = StripeFor(topic);
   MutexLock lock(&s.mu);
-  auto [it, created] = s.topics.try_emplace(topic);
-  if (created) topic_count_.fetch_add(1, std::memory_order_relaxed);
-  bool added = it->second.Add(std::move(subscriber));
-  if (added) subscription_count_.fetch_add(1, std::memory_order_relaxed);
-  return added;
+  auto it = s.topics.find(topic);
+  if (it == s.topics.end()) {
+    // Checked per stripe without a global lock: concurrent subscribers to new
+    // topics on other stripes may overshoot by their number, never more.
+    if (topic_count_.load(std::memory_order_relaxed) >= max_topics_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the node already has the limit of ", max_topics_, " topics"));
+    }
+    it = s.topics.try_emplace(topic).first;
+    topic_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  if (it->second.Add(std::move(subscriber))) {
+    subscription_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
 }
 
 bool TopicRegistry::Unsubscribe(absl::string_view topic, uint64_t id) {

@@ -10,6 +10,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
 #include "core/mutex.h"
 #include "core/subscriber.h"
 
@@ -24,11 +25,15 @@ class TopicRegistry {
   struct Options {
     size_t stripes = 64;
     int io_threads = 1;
+    // Most topics (with at least one subscriber) at once.
+    size_t max_topics = SIZE_MAX;
   };
   explicit TopicRegistry(const Options& options);
 
-  // Adds `subscriber` to `topic`; returns false if it was already there.
-  bool Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber);
+  // Adds `subscriber` to `topic`; OK also when it was already there.
+  // RESOURCE_EXHAUSTED when the topic is new and the registry already holds
+  // max_topics topics.
+  absl::Status Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber);
   // Removes subscriber `id` from `topic`; returns false if it was not there.
   // A topic with no subscribers left is forgotten (with its sequence).
   bool Unsubscribe(absl::string_view topic, uint64_t id);
@@ -67,6 +72,7 @@ class TopicRegistry {
   Stripe& StripeFor(absl::string_view topic) const;
 
   const int io_threads_;
+  const size_t max_topics_;
   std::unique_ptr<Stripe[]> stripes_;
   const size_t stripe_count_;
   std::atomic<size_t> topic_count_{0};

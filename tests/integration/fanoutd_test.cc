@@ -297,7 +297,7 @@ class FanoutdLimitsTest : public FanoutdTest {
 };
 
 TEST_F(FanoutdLimitsTest, SlowClientIsCutOffWhileOthersReceiveEverything) {
-  Start({"--max_outbound_queue_bytes=262144"});
+  Start({"--max_outbound_queue_bytes=262144", "--max_payload_bytes=65536"});
   auto slow = Connect("/ws?topics=firehose&format=raw");
   ASSERT_TRUE(slow);
   std::vector<std::unique_ptr<WsClient>> fast;

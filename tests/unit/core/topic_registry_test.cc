@@ -10,16 +10,32 @@ TEST(TopicRegistry, SubscribeUnsubscribeCountsAndForgetsEmptyTopics) {
   TopicRegistry reg({.stripes = 4, .io_threads = 2});
   auto a = std::make_shared<FakeSubscriber>(1, 0);
   auto b = std::make_shared<FakeSubscriber>(2, 1);
-  EXPECT_TRUE(reg.Subscribe("t", a));
-  EXPECT_FALSE(reg.Subscribe("t", a)) << "second subscribe is a no-op";
-  EXPECT_TRUE(reg.Subscribe("t", b));
-  EXPECT_TRUE(reg.Subscribe("u", a));
+  EXPECT_TRUE(reg.Subscribe("t", a).ok());
+  EXPECT_TRUE(reg.Subscribe("t", a).ok());
+  EXPECT_EQ(reg.subscription_count(), 1u) << "second subscribe is a no-op";
+  EXPECT_TRUE(reg.Subscribe("t", b).ok());
+  EXPECT_TRUE(reg.Subscribe("u", a).ok());
   EXPECT_EQ(reg.topic_count(), 2u);
   EXPECT_EQ(reg.subscription_count(), 3u);
   EXPECT_TRUE(reg.Unsubscribe("u", 1));
   EXPECT_FALSE(reg.Unsubscribe("u", 1));
   EXPECT_EQ(reg.topic_count(), 1u);
   EXPECT_EQ(reg.subscription_count(), 2u);
+}
+
+TEST(TopicRegistry, RefusesANewTopicAtTheTopicLimitButNotAnExistingOne) {
+  TopicRegistry reg({.stripes = 4, .io_threads = 1, .max_topics = 2});
+  auto a = std::make_shared<FakeSubscriber>(1, 0);
+  auto b = std::make_shared<FakeSubscriber>(2, 0);
+  ASSERT_TRUE(reg.Subscribe("t1", a).ok());
+  ASSERT_TRUE(reg.Subscribe("t2", a).ok());
+  absl::Status s = reg.Subscribe("t3", a);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(s.message().find("limit of 2 topics"), absl::string_view::npos) << s;
+  EXPECT_TRUE(reg.Subscribe("t1", b).ok()) << "an existing topic takes more subscribers";
+  EXPECT_EQ(reg.topic_count(), 2u);
+  ASSERT_TRUE(reg.Unsubscribe("t2", 1));
+  EXPECT_TRUE(reg.Subscribe("t3", a).ok()) << "room again once a topic is gone";
 }
 
 TEST(TopicRegistry, PlanPublishGroupsByThreadAndRestartsSequenceAfterEmpty) {
