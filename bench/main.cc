@@ -47,7 +47,7 @@ ABSL_FLAG(int, nice, 0,
 ABSL_FLAG(int, server_io_threads, 1, "--io_threads of the started server");
 ABSL_FLAG(int64_t, server_queue_bytes, -1,
           "--max_outbound_queue_bytes of the started server; -1: scenario default (slow: 16384 so "
-          "stalled readers reach it within seconds; others: the server's own default, 1 MiB)");
+          "stalled readers reach it within seconds; others: the server's own default, 4 MiB)");
 ABSL_FLAG(std::vector<std::string>, server_args, {}, "More fanoutd flags, comma-separated");
 ABSL_FLAG(std::string, server_log, "", "File for the started server's stderr (default /tmp/fanout-bench-fanoutd.PID.log)");
 ABSL_FLAG(std::string, grpc, "", "gRPC address of a running server (with --ws: do not start one)");
@@ -315,6 +315,12 @@ int main(int argc, char** argv) {
     options.args.push_back(absl::StrCat("--io_threads=", absl::GetFlag(FLAGS_server_io_threads)));
     if (config.server_queue_bytes > 0) {
       options.args.push_back(absl::StrCat("--max_outbound_queue_bytes=", config.server_queue_bytes));
+      // fanoutd refuses a queue that cannot hold its largest frame (a
+      // --max_payload_bytes payload in base64 in a JSON envelope): lower the
+      // payload limit to what this queue holds, never below the scenario's.
+      size_t fits = config.server_queue_bytes > 400 ? (config.server_queue_bytes - 400) / 4 * 3 : 0;
+      options.args.push_back(
+          absl::StrCat("--max_payload_bytes=", std::max(fits, config.payload_bytes)));
     }
     for (const auto& a : absl::GetFlag(FLAGS_server_args)) options.args.push_back(a);
     options.log_path = absl::GetFlag(FLAGS_server_log);

@@ -461,7 +461,7 @@ absl::Status RunSlow(const BenchConfig& c, const Target& t, JsonObject* figures,
   double p99_before = Ms(base.fleet.normal.latency.Percentile(0.99));
   double p99_after = Ms(stalled.fleet.normal.latency.Percentile(0.99));
   int64_t rss_growth = stalled.server_rss_peak_kib - (base.server_t1 ? base.server_t1->rss_kib : 0);
-  size_t queue = c.server_queue_bytes > 0 ? c.server_queue_bytes : (1 << 20);
+  size_t queue = c.server_queue_bytes > 0 ? c.server_queue_bytes : (4 << 20);
   int64_t bound_kib = static_cast<int64_t>(slow * queue / 1024);
 
   figures->Add("subscribers", normal)

@@ -46,7 +46,7 @@ struct BenchConfig {
   bool busy_poll = false;
   int server_cpu = 0;
   int client_cpu = 1;
-  size_t server_queue_bytes = 0;  // what the server was told; 0: its default (1 MiB)
+  size_t server_queue_bytes = 0;  // what the server was told; 0: its default (4 MiB)
 };
 
 // Where the server under test is. server_pid 0: unknown, no /proc figures.

@@ -23,16 +23,19 @@ absl::StatusOr<size_t> PageSize(int32_t requested) {
 }  // namespace
 
 FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters,
-                                     size_t watch_queue_bytes)
+                                     WatchLimits watch_limits)
     : hub_(hub),
-      watch_queue_bytes_(watch_queue_bytes),
+      watch_limits_(watch_limits),
       node_id_(std::move(node_id)),
       counters_(std::move(counters)) {}
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext* ctx,
                                                      const v1::PublishRequest* req,
                                                      v1::PublishResponse* resp) {
-  if (!counters_.serving()) return Finish(ctx, absl::UnavailableError("node is shutting down"));
+  if (!counters_.serving()) {
+    rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
+    return Finish(ctx, absl::UnavailableError("node is shutting down"));
+  }
   auto result = hub_->Publish(req->topic(), req->payload());
   if (!result.ok()) return Finish(ctx, result.status());
   resp->set_seq(result->seq);
@@ -43,7 +46,10 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,
                                                        const v1::BroadcastRequest* req,
                                                        v1::BroadcastResponse* resp) {
-  if (!counters_.serving()) return Finish(ctx, absl::UnavailableError("node is shutting down"));
+  if (!counters_.serving()) {
+    rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
+    return Finish(ctx, absl::UnavailableError("node is shutting down"));
+  }
   auto result = hub_->Broadcast(req->payload());
   if (!result.ok()) return Finish(ctx, result.status());
   resp->set_seq(result->seq);

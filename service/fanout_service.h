@@ -1,6 +1,7 @@
 #ifndef FANOUT_SERVICE_FANOUT_SERVICE_H_
 #define FANOUT_SERVICE_FANOUT_SERVICE_H_
 
+#include <atomic>
 #include <functional>
 #include <set>
 #include <string>
@@ -41,14 +42,20 @@ class StreamRegistry {
   std::set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
 };
 
+// Bounds of one Watch stream's queue of events not yet written.
+struct WatchLimits {
+  int64_t max_bytes = int64_t{4} << 20;
+  size_t max_messages = 10000;
+};
+
 // fanout.v1.Fanout on gRPC's callback API. Every method finishes inline: the
 // hub never blocks, so no reactor waits on I/O.
 // Thread: gRPC's threads; never blocks beyond a registry stripe lock.
 class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
  public:
-  // `watch_queue_bytes` bounds what a Watch stream may fall behind.
+  // `watch_limits` bound what a Watch stream may fall behind.
   FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters,
-                    size_t watch_queue_bytes);
+                    WatchLimits watch_limits);
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const v1::PublishRequest* req,
@@ -90,16 +97,23 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   // the hub's observers). Called once shutdown has begun.
   void Shutdown();
 
+  // Publishes refused because the node was shutting down.
+  uint64_t rejected_shutting_down() const {
+    return rejected_shutting_down_.load(std::memory_order_relaxed);
+  }
+
  private:
   // Publishes one request into `result`, never failing the caller.
-  void PublishOne(const v1::PublishRequest& req, v1::PublishResult* result);
+  void PublishOne(const v1::PublishRequest& req, v1::PublishResult* result,
+                  Hub::Admission admission);
 
   Hub* const hub_;
-  const size_t watch_queue_bytes_;
+  const WatchLimits watch_limits_;
   const std::string node_id_;
   const NodeCounters counters_;
   const absl::Time started_ = absl::Now();
   StreamRegistry streams_;
+  std::atomic<uint64_t> rejected_shutting_down_{0};
 };
 
 }  // namespace fanout

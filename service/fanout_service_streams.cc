@@ -5,6 +5,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "core/delivery_budget.h"
 #include "core/mutex.h"
 #include "service/fanout_service.h"
 #include "service/rpc_util.h"
@@ -18,15 +19,23 @@ constexpr int kMaxBatch = 1000;
 constexpr size_t kMaxUnreadResults = 10000;
 
 // One PublishStream call: reads requests, publishes each, writes one result
-// per request in order. One read and one write in flight at most.
-// Thread: gRPC callback threads; reactions may run concurrently, so state is
-// under mu_. Owns itself until OnDone.
+// per request in order. One read and one write in flight at most. Reading
+// pauses while too many results wait for the client, and while the node's
+// delivery budget is spent: a producer that outruns delivery is slowed by
+// HTTP/2 flow control instead of failed or buffered for.
+// Thread: gRPC callback threads (and, to resume, whichever thread frees
+// budget); reactions may run concurrently, so state is under mu_. Owns itself
+// until OnDone, or until the budget callback it waits for has run.
 class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>,
                                    public StreamRegistry::Stream {
  public:
   PublishStreamReactor(std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish,
-                       std::function<bool()> serving, StreamRegistry* registry)
-      : publish_(std::move(publish)), serving_(std::move(serving)), registry_(registry) {
+                       std::function<bool()> serving, DeliveryBudget* budget,
+                       StreamRegistry* registry)
+      : publish_(std::move(publish)),
+        serving_(std::move(serving)),
+        budget_(budget),
+        registry_(registry) {
     registry_->Add(this);
     StartRead(&request_);
   }
@@ -41,60 +50,113 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     MaybeFinishLocked();
   }
 
-  void OnReadDone(bool ok) override {
+  void OnCancel() override {
     MutexLock lock(&mu_);
-    if (read_done_) {  // ended by shutdown while this read was pending
-      MaybeFinishLocked();
-      return;
-    }
-    if (!ok) {  // the client half-closed, or the call is cancelled
-      read_done_ = true;
-      MaybeFinishLocked();
-      return;
-    }
-    if (!serving_()) {
-      read_done_ = true;
-      final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
-      MaybeFinishLocked();
-      return;
-    }
-    v1::PublishResult result;
-    publish_(request_, &result);
-    results_.push_back(std::move(result));
-    MaybeWriteLocked();
-    if (results_.size() < kMaxUnreadResults) {
-      StartRead(&request_);
-    } else {
-      read_paused_ = true;
-    }
-  }
-
-  void OnWriteDone(bool ok) override {
-    MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) {
-      // The client went away; stop reading and end.
-      final_status_ = grpc::Status::CANCELLED;
-      results_.clear();
-      if (!read_paused_ && !read_done_) return;  // the pending read ends with !ok
-      read_done_ = true;
-      MaybeFinishLocked();
-      return;
-    }
-    if (read_paused_ && results_.size() < kMaxUnreadResults / 2) {
-      read_paused_ = false;
-      StartRead(&request_);
-    }
-    MaybeWriteLocked();
+    if (read_done_) return;
+    // A pending read ends with !ok by itself; a paused stream has none.
+    if (!read_paused_ && !waiting_budget_) return;
+    read_done_ = true;
+    final_status_ = grpc::Status::CANCELLED;
+    results_.clear();
     MaybeFinishLocked();
   }
 
+  void OnReadDone(bool ok) override {
+    {
+      MutexLock lock(&mu_);
+      if (read_done_) {  // ended by shutdown while this read was pending
+        MaybeFinishLocked();
+        return;
+      }
+      if (!ok) {  // the client half-closed, or the call is cancelled
+        read_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      if (!serving_()) {
+        read_done_ = true;
+        final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
+        MaybeFinishLocked();
+        return;
+      }
+      v1::PublishResult result;
+      publish_(request_, &result);
+      results_.push_back(std::move(result));
+      MaybeWriteLocked();
+      if (results_.size() >= kMaxUnreadResults) {
+        read_paused_ = true;
+        return;
+      }
+      if (!budget_->over()) {
+        StartRead(&request_);
+        return;
+      }
+      waiting_budget_ = true;
+    }
+    WaitForBudget();
+  }
+
+  void OnWriteDone(bool ok) override {
+    {
+      MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) {
+        // The client went away; stop reading and end.
+        final_status_ = grpc::Status::CANCELLED;
+        results_.clear();
+        // A pending read ends with !ok by itself.
+        if (!read_paused_ && !read_done_ && !waiting_budget_) return;
+        read_done_ = true;
+        MaybeFinishLocked();
+        return;
+      }
+      MaybeWriteLocked();
+      MaybeFinishLocked();
+      if (!read_paused_ || results_.size() >= kMaxUnreadResults / 2) return;
+      read_paused_ = false;
+      if (read_done_) return;
+      if (!budget_->over()) {
+        StartRead(&request_);
+        return;
+      }
+      waiting_budget_ = true;
+    }
+    WaitForBudget();
+  }
+
   void OnDone() override {
+    {
+      MutexLock lock(&mu_);
+      done_ = true;
+      // The budget callback still refers to this: it frees it when it runs.
+      if (waiting_budget_) return;
+    }
     registry_->Remove(this);
     delete this;
   }
 
  private:
+  // Called without mu_: the callback may run at once, on this thread.
+  void WaitForBudget() {
+    budget_->WhenRoom([this] { Resume(); });
+  }
+  void Resume() {
+    {
+      MutexLock lock(&mu_);
+      waiting_budget_ = false;
+      if (!done_) {
+        if (read_done_) {
+          MaybeFinishLocked();
+        } else if (!read_paused_) {
+          StartRead(&request_);
+        }
+        return;
+      }
+    }
+    registry_->Remove(this);
+    delete this;
+  }
+
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (writing_ || results_.empty()) return;
     writing_ = true;
@@ -110,6 +172,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
 
   const std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish_;
   const std::function<bool()> serving_;
+  DeliveryBudget* const budget_;
   StreamRegistry* const registry_;
   Mutex mu_;
   v1::PublishRequest request_;  // owned by the pending read
@@ -117,8 +180,10 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   std::deque<v1::PublishResult> results_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;
+  bool read_paused_ ABSL_GUARDED_BY(mu_) = false;     // too many unread results
+  bool waiting_budget_ ABSL_GUARDED_BY(mu_) = false;  // the node is overloaded
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status final_status_ ABSL_GUARDED_BY(mu_) = grpc::Status::OK;
 };
 
@@ -132,6 +197,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
  public:
   WatchReactor(Hub* hub, std::shared_ptr<WatchTap> tap);
   void OnWriteDone(bool ok) override;
+  void OnCancel() override;
   void OnDone() override;
 
  private:
@@ -139,10 +205,17 @@ class WatchReactor final : public grpc::ServerWriteReactor<v1::WatchEvent> {
   std::shared_ptr<WatchTap> tap_;
 };
 
+// What an event costs while queued: the payload and topic copies, the
+// message object and its timestamp, and the deque's slot.
+int64_t WatchEventCost(absl::string_view topic, absl::string_view payload) {
+  return static_cast<int64_t>(sizeof(v1::WatchEvent) + sizeof(google::protobuf::Timestamp) + 64 +
+                              topic.size() + payload.size());
+}
+
 class WatchTap final : public Hub::PublishObserver {
  public:
-  WatchTap(std::string topic, std::string prefix, size_t max_bytes)
-      : topic_(std::move(topic)), prefix_(std::move(prefix)), max_bytes_(max_bytes) {}
+  WatchTap(std::string topic, std::string prefix, WatchLimits limits)
+      : topic_(std::move(topic)), prefix_(std::move(prefix)), limits_(limits) {}
 
   bool Wants(absl::string_view topic) const override {
     return topic_.empty() ? absl::StartsWith(topic, prefix_) : topic == topic_;
@@ -151,11 +224,14 @@ class WatchTap final : public Hub::PublishObserver {
   void OnPublish(absl::string_view topic, uint64_t seq, absl::string_view payload) override {
     MutexLock lock(&mu_);
     if (!reactor_ || finishing_) return;
-    if (queued_bytes_ + payload.size() > max_bytes_) {
+    int64_t cost = WatchEventCost(topic, payload);
+    if (queued_bytes_ + cost > limits_.max_bytes || queue_.size() >= limits_.max_messages) {
       // Too far behind: end this watcher rather than buffer without bound.
       finishing_ = true;
-      final_status_ = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   "watcher fell too far behind and was cut off");
+      final_status_ = grpc::Status(
+          grpc::StatusCode::RESOURCE_EXHAUSTED,
+          absl::StrCat("watcher fell too far behind (", queue_.size(), " events, ", queued_bytes_,
+                       " bytes queued) and was cut off"));
       queue_.clear();
       queued_bytes_ = 0;
       MaybeFinishLocked();
@@ -166,7 +242,7 @@ class WatchTap final : public Hub::PublishObserver {
     e.set_seq(seq);
     e.set_payload(std::string(payload));
     SetTimestamp(absl::Now(), e.mutable_published_at());
-    queued_bytes_ += payload.size();
+    queued_bytes_ += cost;
     MaybeWriteLocked();
   }
 
@@ -181,10 +257,12 @@ class WatchTap final : public Hub::PublishObserver {
   void WriteDone(bool ok) {
     MutexLock lock(&mu_);
     writing_ = false;
-    queued_bytes_ -= std::min(queued_bytes_, static_cast<size_t>(writing_event_.payload().size()));
+    queued_bytes_ -= std::min(queued_bytes_, writing_cost_);
+    writing_cost_ = 0;
     if (!ok) {
       finishing_ = true;
       queue_.clear();
+      queued_bytes_ = 0;
       final_status_ = grpc::Status::CANCELLED;
     }
     MaybeWriteLocked();
@@ -196,8 +274,11 @@ class WatchTap final : public Hub::PublishObserver {
   // End the stream once what is being written is written.
   void FinishWith(grpc::Status status) {
     MutexLock lock(&mu_);
+    if (finishing_) return MaybeFinishLocked();
     finishing_ = true;
     final_status_ = std::move(status);
+    queue_.clear();
+    queued_bytes_ = writing_cost_;
     MaybeFinishLocked();
   }
 
@@ -207,6 +288,7 @@ class WatchTap final : public Hub::PublishObserver {
     writing_ = true;
     writing_event_ = std::move(queue_.front());
     queue_.pop_front();
+    writing_cost_ = WatchEventCost(writing_event_.topic(), writing_event_.payload());
     reactor_->StartWrite(&writing_event_);
   }
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -217,12 +299,13 @@ class WatchTap final : public Hub::PublishObserver {
 
   const std::string topic_;
   const std::string prefix_;
-  const size_t max_bytes_;
+  const WatchLimits limits_;
   Mutex mu_;
   WatchReactor* reactor_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::deque<v1::WatchEvent> queue_ ABSL_GUARDED_BY(mu_);
   v1::WatchEvent writing_event_ ABSL_GUARDED_BY(mu_);
-  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t writing_cost_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -232,10 +315,16 @@ class WatchTap final : public Hub::PublishObserver {
 WatchReactor::WatchReactor(Hub* hub, std::shared_ptr<WatchTap> tap)
     : hub_(hub), tap_(std::move(tap)) {
   tap_->Attach(this);
-  hub_->AddObserver(tap_);
+  // Opened while the node stops: the shutdown notice has gone out already.
+  if (!hub_->AddObserver(tap_)) {
+    tap_->FinishWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down"));
+  }
 }
 
 void WatchReactor::OnWriteDone(bool ok) { tap_->WriteDone(ok); }
+
+// The client went away: end now, not at the next matching publish.
+void WatchReactor::OnCancel() { tap_->FinishWith(grpc::Status::CANCELLED); }
 
 void WatchReactor::OnDone() {
   hub_->RemoveObserver(tap_.get());
@@ -264,13 +353,15 @@ void StreamRegistry::ShutdownAll() {
 
 void FanoutServiceImpl::Shutdown() { streams_.ShutdownAll(); }
 
-void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishResult* result) {
+void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishResult* result,
+                                   Hub::Admission admission) {
   if (!counters_.serving()) {
+    rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     result->set_code(static_cast<int32_t>(grpc::StatusCode::UNAVAILABLE));
     result->set_error("node is shutting down");
     return;
   }
-  auto r = hub_->Publish(req.topic(), req.payload());
+  auto r = hub_->Publish(req.topic(), req.payload(), admission);
   if (!r.ok()) {
     result->set_code(static_cast<int32_t>(r.status().code()));
     result->set_error(std::string(r.status().message()));
@@ -287,16 +378,31 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerCo
     return Finish(ctx, absl::InvalidArgumentError(
                            absl::StrCat("a batch holds at most ", kMaxBatch, " messages")));
   }
-  if (!counters_.serving()) return Finish(ctx, absl::UnavailableError("node is shutting down"));
-  for (const auto& m : req->messages()) PublishOne(m, resp->add_results());
+  if (!counters_.serving()) {
+    rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
+    return Finish(ctx, absl::UnavailableError("node is shutting down"));
+  }
+  // Refused whole when the node is overloaded; otherwise every message is
+  // taken (a batch is at most one gRPC message, so it cannot overshoot much).
+  if (hub_->budget().over()) {
+    return Finish(ctx, absl::ResourceExhaustedError(absl::StrCat(
+                           "node overloaded: ", hub_->budget().used(),
+                           " bytes of deliveries are pending (limit ", hub_->budget().limit(),
+                           "); retry later")));
+  }
+  for (const auto& m : req->messages()) {
+    PublishOne(m, resp->add_results(), Hub::Admission::kAccept);
+  }
   return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImpl::PublishStream(
     grpc::CallbackServerContext* ctx) {
   return new PublishStreamReactor(
-      [this](const v1::PublishRequest& r, v1::PublishResult* out) { PublishOne(r, out); },
-      counters_.serving, &streams_);
+      [this](const v1::PublishRequest& r, v1::PublishResult* out) {
+        PublishOne(r, out, Hub::Admission::kAccept);
+      },
+      counters_.serving, &hub_->budget(), &streams_);
 }
 
 grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::CallbackServerContext* ctx,
@@ -318,7 +424,7 @@ grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::Callbac
     };
     return new Refuse(status);
   }
-  auto tap = std::make_shared<WatchTap>(req->topic(), req->prefix(), watch_queue_bytes_);
+  auto tap = std::make_shared<WatchTap>(req->topic(), req->prefix(), watch_limits_);
   // Send the response headers now so a client (grpcurl) sees the stream open
   // before the first event.
   auto* reactor = new WatchReactor(hub_, tap);

@@ -26,12 +26,27 @@ ABSL_FLAG(std::string, ws_listen, "0.0.0.0:8080",
 ABSL_FLAG(int, io_threads, 0, "I/O threads for WebSocket connections (0: one per core)");
 ABSL_FLAG(int, registry_stripes, 64, "Lock stripes of the topic registry");
 ABSL_FLAG(std::string, node_id, "", "Node id reported by GetStats and metrics (default HOSTNAME-PID)");
-ABSL_FLAG(int64_t, max_connections, 100000, "Most open WebSocket connections; more get HTTP 503");
+ABSL_FLAG(int64_t, max_connections, 100000,
+          "Most open WebSocket connections (closing ones included); more get HTTP 503");
+ABSL_FLAG(int64_t, max_connections_per_ip, 0,
+          "Most WebSocket connections from one client IP; more get HTTP 429 (0: no limit)");
+ABSL_FLAG(int64_t, max_pending_handshakes, 10000,
+          "Most HTTP connections not yet upgraded or answered; at the limit the oldest is dropped");
+ABSL_FLAG(int64_t, max_topics, 1000000,
+          "Most topics with subscribers on the node; a subscription to one more is refused");
+ABSL_FLAG(int64_t, max_pending_publish_bytes, int64_t{64} << 20,
+          "Memory accepted deliveries may hold until written; over it publishes get "
+          "RESOURCE_EXHAUSTED and PublishStream is read no further");
+ABSL_FLAG(int64_t, max_watch_queue_bytes, int64_t{4} << 20,
+          "Bytes of events a Watch stream may fall behind before it is cut off");
+ABSL_FLAG(int64_t, max_watch_queue_messages, 10000,
+          "Events a Watch stream may fall behind before it is cut off");
 ABSL_FLAG(int64_t, max_subscriptions_per_connection, 1000, "Most topics one connection may subscribe to");
 ABSL_FLAG(int64_t, max_topic_length, 256, "Longest topic name in bytes");
 ABSL_FLAG(int64_t, max_payload_bytes, 1 << 20, "Largest publish payload in bytes");
-ABSL_FLAG(int64_t, max_outbound_queue_bytes, 1 << 20,
-          "Bytes queued for one connection before it is closed as a slow consumer (4008)");
+ABSL_FLAG(int64_t, max_outbound_queue_bytes, 4 << 20,
+          "Bytes queued for one connection (every frame, control frames included) before it is "
+          "closed as a slow consumer (4008); must hold the largest frame a publish can make");
 ABSL_FLAG(int64_t, max_inbound_message_bytes, 64 << 10,
           "Largest message a client may send; larger closes with 1009");
 ABSL_FLAG(double, client_messages_per_second, 100, "Sustained control messages per second per client");
@@ -54,7 +69,9 @@ namespace {
 std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::string>* storage) {
   static const char* kNames[] = {
       "grpc_listen", "ws_listen", "io_threads", "registry_stripes", "node_id",
-      "max_connections", "max_subscriptions_per_connection", "max_topic_length",
+      "max_connections", "max_connections_per_ip", "max_pending_handshakes", "max_topics",
+      "max_pending_publish_bytes", "max_watch_queue_bytes", "max_watch_queue_messages",
+      "max_subscriptions_per_connection", "max_topic_length",
       "max_payload_bytes", "max_outbound_queue_bytes", "max_inbound_message_bytes",
       "client_messages_per_second", "client_message_burst", "handshake_timeout",
       "idle_timeout", "allowed_origins", "drain_timeout", "log_level"};
@@ -114,6 +131,17 @@ int main(int argc, char** argv) {
   options.registry_stripes = Positive(absl::GetFlag(FLAGS_registry_stripes), "registry_stripes");
   options.node_id = absl::GetFlag(FLAGS_node_id);
   options.ws.max_connections = Positive(absl::GetFlag(FLAGS_max_connections), "max_connections");
+  if (absl::GetFlag(FLAGS_max_connections_per_ip) < 0) Die("--max_connections_per_ip must be 0 or more");
+  options.ws.max_connections_per_ip = static_cast<size_t>(absl::GetFlag(FLAGS_max_connections_per_ip));
+  options.ws.max_pending_handshakes =
+      Positive(absl::GetFlag(FLAGS_max_pending_handshakes), "max_pending_handshakes");
+  options.limits.max_topics = Positive(absl::GetFlag(FLAGS_max_topics), "max_topics");
+  options.limits.max_pending_publish_bytes = static_cast<int64_t>(
+      Positive(absl::GetFlag(FLAGS_max_pending_publish_bytes), "max_pending_publish_bytes"));
+  options.watch.max_bytes = static_cast<int64_t>(
+      Positive(absl::GetFlag(FLAGS_max_watch_queue_bytes), "max_watch_queue_bytes"));
+  options.watch.max_messages =
+      Positive(absl::GetFlag(FLAGS_max_watch_queue_messages), "max_watch_queue_messages");
   options.limits.max_subscriptions_per_connection =
       Positive(absl::GetFlag(FLAGS_max_subscriptions_per_connection), "max_subscriptions_per_connection");
   options.limits.max_topic_length = Positive(absl::GetFlag(FLAGS_max_topic_length), "max_topic_length");

@@ -6,7 +6,11 @@
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "absl/strings/str_cat.h"
+#include "core/message.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
 
@@ -36,12 +40,31 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   if (options.limits.max_topic_length < 1) {
     return absl::InvalidArgumentError("max_topic_length must be at least 1");
   }
+  // A valid configuration never cuts off a client that reads well: the
+  // largest frame a publish can make must fit an outbound queue.
+  size_t largest = MaxDeliveryFrameBytes(options.limits.max_topic_length,
+                                         options.limits.max_payload_bytes);
+  if (options.ws.max_outbound_queue_bytes < largest) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_outbound_queue_bytes=", options.ws.max_outbound_queue_bytes,
+        " cannot hold the largest frame a publish can make (", largest,
+        " bytes: a --max_payload_bytes=", options.limits.max_payload_bytes,
+        " payload in base64 in a JSON envelope); raise it or lower --max_payload_bytes"));
+  }
   std::unique_ptr<Node> node(new Node(options));
 
-  node->pool_ = std::make_unique<IoThreadPool>(options.ws.io_threads);
+  // Deadlines (handshakes, pings, idle and close timeouts) fire within a
+  // tenth of the shortest of them, between 10 ms and 500 ms late.
+  absl::Duration shortest = std::min(options.ws.handshake_timeout, options.ws.idle_timeout / 2);
+  auto tick = std::clamp(absl::ToChronoMilliseconds(shortest / 10), std::chrono::milliseconds(10),
+                         std::chrono::milliseconds(500));
+  node->pool_ = std::make_unique<IoThreadPool>(options.ws.io_threads, tick);
   node->hub_ = std::make_unique<Hub>(
       Hub::Options{.limits = options.limits, .stripes = options.registry_stripes},
       node->pool_.get());
+  for (int i = 0; i < node->pool_->thread_count(); ++i) {
+    node->hub_->budget().AddThreadCounter(&node->pool_->thread(i).stats.queued_budget_bytes);
+  }
   Node* raw = node.get();
   WsFrontEnd::Hooks hooks;
   hooks.metrics = [raw](std::string* out) { raw->AppendMetrics(out); };
@@ -57,9 +80,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
       .slow_client_disconnects = [pool] { return pool->Sum(&IoThreadStats::slow_disconnects); },
   };
   counters.serving = [raw] { return raw->serving(); };
-  node->service_ =
-      std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id, std::move(counters),
-                                          options.ws.max_outbound_queue_bytes);
+  node->service_ = std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id,
+                                                       std::move(counters), options.watch);
 
   node->health_ = std::make_unique<HealthService>();
   grpc::EnableDefaultHealthCheckService(false);
@@ -110,6 +132,9 @@ void Node::Shutdown() {
     grpc_server_->Shutdown(absl::ToChronoTime(std::max(deadline, absl::Now())));
     grpc_server_->Wait();
   }
+  // Streams paused for room in the delivery budget let go now, while the
+  // service they belong to still exists.
+  if (hub_) hub_->budget().WakeAll();
   if (pool_) pool_->Stop();
   if (was_serving) spdlog::info("fanoutd stopped");
 }
@@ -138,6 +163,23 @@ void Node::AppendMetrics(std::string* out) const {
   metric("counter", "fanout_messages_in_total", "Messages published (Publish and Broadcast).",
          hub_->messages_in());
   metric("counter", "fanout_bytes_in_total", "Payload bytes published.", hub_->bytes_in());
+  metric("gauge", "fanout_pending_publish_bytes",
+         "Memory held by accepted deliveries not yet written to a socket.",
+         std::max<int64_t>(0, hub_->budget().used()));
+  metric("gauge", "fanout_pending_publish_bytes_limit", "--max_pending_publish_bytes.",
+         hub_->budget().limit());
+  absl::StrAppend(out,
+                  "# HELP fanout_publish_rejected_total Publishes and broadcasts refused, by "
+                  "reason.\n# TYPE fanout_publish_rejected_total counter\n");
+  auto rejected = [&](const char* reason, uint64_t n) {
+    absl::StrAppend(out, "fanout_publish_rejected_total{reason=\"", reason, "\"} ", n, "\n");
+  };
+  rejected("invalid_topic", hub_->rejected(Hub::Rejection::kInvalidTopic));
+  rejected("payload_too_large", hub_->rejected(Hub::Rejection::kPayloadTooLarge));
+  rejected("overloaded", hub_->rejected(Hub::Rejection::kOverloaded));
+  rejected("shutting_down", service_ ? service_->rejected_shutting_down() : 0);
+  metric("gauge", "fanout_watchers", "Open fanout.v1.Fanout/Watch streams.",
+         hub_->observer_count());
 }
 
 }  // namespace fanout

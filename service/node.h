@@ -32,6 +32,8 @@ struct NodeOptions {
   std::string node_id;
   // How long shutdown waits for WebSocket close handshakes and gRPC calls.
   absl::Duration drain_timeout = absl::Seconds(10);
+  // What one Watch stream may fall behind before it is cut off.
+  WatchLimits watch;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.

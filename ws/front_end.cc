@@ -8,6 +8,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
+#include "ws/http_session.h"
 #include "ws/ws_listener.h"
 #include "ws/ws_session.h"
 
@@ -70,12 +71,44 @@ void WsFrontEnd::Start() {
   asio::post(pool_->thread(0).context, [l = listener_] { l->Run(); });
 }
 
+WsFrontEnd::Admission WsFrontEnd::AdmitConnection(const std::string& ip) {
+  if (open_sockets_.fetch_add(1, std::memory_order_relaxed) >= options_.max_connections) {
+    open_sockets_.fetch_sub(1, std::memory_order_relaxed);
+    return Admission::kTooManyConnections;
+  }
+  if (options_.max_connections_per_ip > 0) {
+    MutexLock lock(&per_ip_mu_);
+    uint32_t& n = per_ip_[ip];
+    if (n >= options_.max_connections_per_ip) {
+      open_sockets_.fetch_sub(1, std::memory_order_relaxed);
+      return Admission::kTooManyFromAddress;
+    }
+    ++n;
+  }
+  return Admission::kOk;
+}
+
+void WsFrontEnd::OnSocketClosed(const Subscriber::Identity& identity) {
+  open_sockets_.fetch_sub(1, std::memory_order_relaxed);
+  if (options_.max_connections_per_ip == 0) return;
+  MutexLock lock(&per_ip_mu_);
+  auto it = per_ip_.find(IpOf(identity.remote_address));
+  if (it == per_ip_.end()) return;
+  if (--it->second == 0) per_ip_.erase(it);
+}
+
+std::string WsFrontEnd::IpOf(const std::string& remote_address) {
+  return remote_address.substr(0, remote_address.rfind(':'));
+}
+
 void WsFrontEnd::Shutdown(absl::Duration deadline) {
   shutting_down_.store(true, std::memory_order_release);
   asio::post(pool_->thread(0).context, [l = listener_] { l->Close(); });
   for (int i = 0; i < pool_->thread_count(); ++i) {
     IoThread* t = &pool_->thread(i);
     asio::post(t->context, [t] {
+      // Requests not yet answered are dropped: their clients retry elsewhere.
+      HttpSession::DropAll(t);
       // Copy: closing may finish synchronously and erase from the set.
       std::vector<WsSession*> open(t->sessions.begin(), t->sessions.end());
       for (WsSession* s : open) s->CloseOnIoThread(kCloseGoingAway, "server shutting down");
@@ -83,12 +116,11 @@ void WsFrontEnd::Shutdown(absl::Duration deadline) {
   }
   // Wait for the close handshakes; each is bounded by the handshake timeout.
   absl::Time until = absl::Now() + deadline;
-  while (hub_->connection_count() > 0 && absl::Now() < until) {
-    absl::SleepFor(absl::Milliseconds(10));
-  }
-  if (hub_->connection_count() > 0) {
-    spdlog::warn("shutdown: {} connections still open at the deadline", hub_->connection_count());
-  }
+  auto open = [&] {
+    return pool_->Sum(&IoThreadStats::sockets) + pool_->Sum(&IoThreadStats::handshakes);
+  };
+  while (open() > 0 && absl::Now() < until) absl::SleepFor(absl::Milliseconds(10));
+  if (open() > 0) spdlog::warn("shutdown: {} connections still open at the deadline", open());
 }
 
 void WsFrontEnd::AppendMetrics(std::string* out) const {
@@ -96,18 +128,30 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
     absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " counter\n", name, " ",
                     value, "\n");
   };
+  auto gauge = [&](const char* name, const char* help, int64_t value) {
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " gauge\n", name, " ",
+                    value, "\n");
+  };
   const IoThreadPool& p = *pool_;
-  absl::StrAppend(out,
-                  "# HELP fanout_connections Open WebSocket connections.\n"
-                  "# TYPE fanout_connections gauge\nfanout_connections ",
-                  hub_->connection_count(), "\n");
+  int64_t registered = static_cast<int64_t>(hub_->connection_count());
+  gauge("fanout_connections", "Open WebSocket connections (registered, receiving).", registered);
+  gauge("fanout_connections_closing",
+        "WebSocket connections whose close handshake is under way (they hold a socket, no longer "
+        "receive).",
+        std::max<int64_t>(0, p.Sum(&IoThreadStats::sockets) - registered));
+  gauge("fanout_handshakes_in_progress",
+        "HTTP connections that have not yet sent a complete request or been upgraded.",
+        p.Sum(&IoThreadStats::handshakes));
   counter("fanout_connections_accepted_total", "WebSocket upgrades accepted.",
           accepted_.load(std::memory_order_relaxed));
   absl::StrAppend(out,
                   "# HELP fanout_connections_rejected_total HTTP requests and upgrades refused, "
                   "by reason.\n# TYPE fanout_connections_rejected_total counter\n");
-  static constexpr const char* kReasons[] = {"bad_request", "bad_topic", "origin",
-                                             "too_many_connections", "shutting_down"};
+  static constexpr const char* kReasons[] = {"bad_request",          "bad_topic",
+                                             "origin",               "too_many_connections",
+                                             "too_many_per_address", "too_many_topics",
+                                             "shutting_down"};
+  static_assert(sizeof(kReasons) / sizeof(kReasons[0]) == static_cast<int>(Reject::kCount));
   for (int i = 0; i < static_cast<int>(Reject::kCount); ++i) {
     absl::StrAppend(out, "fanout_connections_rejected_total{reason=\"", kReasons[i], "\"} ",
                     rejects_[i].load(std::memory_order_relaxed), "\n");
@@ -128,6 +172,25 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
           p.Sum(&IoThreadStats::rate_limit_disconnects));
   counter("fanout_client_errors_total", "Control messages answered with an error.",
           p.Sum(&IoThreadStats::control_errors));
+  counter("fanout_protocol_error_disconnects_total",
+          "Connections failed for breaking the WebSocket protocol (close 1002 or 1007).",
+          p.Sum(&IoThreadStats::protocol_errors));
+  counter("fanout_message_too_big_disconnects_total",
+          "Connections closed for sending a message over --max_inbound_message_bytes (1009).",
+          p.Sum(&IoThreadStats::too_big_disconnects));
+  counter("fanout_idle_disconnects_total",
+          "Connections closed after --idle_timeout without a byte from the client.",
+          p.Sum(&IoThreadStats::idle_disconnects));
+  counter("fanout_close_timeouts_total",
+          "Close handshakes the client did not finish within --handshake_timeout.",
+          p.Sum(&IoThreadStats::close_timeouts));
+  counter("fanout_handshake_timeouts_total",
+          "HTTP connections dropped for not completing a request within --handshake_timeout.",
+          p.Sum(&IoThreadStats::handshake_timeouts));
+  counter("fanout_handshakes_dropped_total",
+          "Handshakes in progress dropped, oldest first, to make room under "
+          "--max_pending_handshakes.",
+          p.Sum(&IoThreadStats::handshakes_dropped));
 }
 
 }  // namespace fanout

@@ -10,9 +10,11 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/hub.h"
+#include "core/mutex.h"
 #include "ws/io_threads.h"
 #include "ws/ws_options.h"
 
@@ -44,8 +46,9 @@ class WsFrontEnd {
   std::string local_address() const;
   // Starts accepting (the pool must be running or about to run).
   void Start();
-  // Stops accepting, closes every WebSocket with 1001 and waits up to
-  // `deadline` for the close handshakes. Call once, before stopping the pool.
+  // Stops accepting, drops handshakes in progress, closes every WebSocket
+  // with 1001 and waits up to `deadline` for the close handshakes. Call once,
+  // before stopping the pool.
   void Shutdown(absl::Duration deadline);
 
   // Appends the front end's Prometheus series to `out`.
@@ -59,9 +62,28 @@ class WsFrontEnd {
   uint64_t NextConnectionId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
   bool shutting_down() const { return shutting_down_.load(std::memory_order_acquire); }
   // Counts a refused upgrade or request, by reason.
-  enum class Reject { kBadRequest, kBadTopic, kOrigin, kTooManyConnections, kShuttingDown, kCount };
+  enum class Reject {
+    kBadRequest,
+    kBadTopic,
+    kOrigin,
+    kTooManyConnections,
+    kTooManyFromAddress,
+    kTooManyTopics,
+    kShuttingDown,
+    kCount
+  };
   void CountReject(Reject r) { rejects_[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed); }
   void CountAccepted() { accepted_.fetch_add(1, std::memory_order_relaxed); }
+
+  // Takes a connection slot for a client at `ip` (--max_connections, and
+  // --max_connections_per_ip when set). Every slot taken is given back by
+  // OnSocketClosed with the same address.
+  enum class Admission { kOk, kTooManyConnections, kTooManyFromAddress };
+  Admission AdmitConnection(const std::string& ip);
+  // A WebSocket session's socket closed (any thread).
+  void OnSocketClosed(const Subscriber::Identity& identity);
+  // The IP part of an Identity::remote_address.
+  static std::string IpOf(const std::string& remote_address);
 
  private:
   WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool, Hooks hooks);
@@ -74,6 +96,9 @@ class WsFrontEnd {
   boost::asio::ip::tcp::endpoint endpoint_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<bool> shutting_down_{false};
+  std::atomic<size_t> open_sockets_{0};
+  Mutex per_ip_mu_;
+  absl::flat_hash_map<std::string, uint32_t> per_ip_ ABSL_GUARDED_BY(per_ip_mu_);
   std::atomic<uint64_t> accepted_{0};
   std::atomic<uint64_t> rejects_[static_cast<int>(Reject::kCount)]{};
 };

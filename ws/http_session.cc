@@ -1,11 +1,17 @@
 #include "ws/http_session.h"
 
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <chrono>
+
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <boost/url/parse.hpp>
-#include <chrono>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -19,46 +25,120 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 
+namespace {
+
+std::string Base64(const unsigned char* data, size_t size) {
+  std::string out(4 * ((size + 2) / 3), '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), data, static_cast<int>(size));
+  out.resize(static_cast<size_t>(n));
+  return out;
+}
+
+// A Sec-WebSocket-Key is the base64 of 16 bytes (RFC 6455, section 4.1).
+bool IsValidKey(absl::string_view key) {
+  if (key.size() != 24 || key.substr(22) != "==") return false;
+  unsigned char out[18];
+  return EVP_DecodeBlock(out, reinterpret_cast<const unsigned char*>(key.data()), 24) == 18;
+}
+
+// The complete text of a small HTTP response that closes the connection.
+std::string ResponseText(unsigned status, absl::string_view body) {
+  auto reason = http::obsolete_reason(static_cast<http::status>(status));
+  return absl::StrCat("HTTP/1.1 ", status, " ", absl::string_view(reason.data(), reason.size()),
+                      "\r\nServer: fanout\r\nContent-Type: text/plain\r\nContent-Length: ",
+                      body.size(), "\r\nConnection: close\r\n\r\n", body);
+}
+
+}  // namespace
+
+std::string HttpSession::AcceptKey(std::string_view key) {
+  static constexpr char kGuid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+  std::string input = absl::StrCat(absl::string_view(key.data(), key.size()), kGuid);
+  unsigned char digest[SHA_DIGEST_LENGTH];
+  SHA1(reinterpret_cast<const unsigned char*>(input.data()), input.size(), digest);
+  return Base64(digest, sizeof(digest));
+}
+
 HttpSession::HttpSession(asio::ip::tcp::socket socket, WsFrontEnd* front_end, IoThread* thread)
-    : socket_(std::move(socket)), front_end_(front_end), thread_(thread), deadline_(thread->context) {}
+    : socket_(std::move(socket)), front_end_(front_end), thread_(thread) {
+  fifo_.owner = this;
+}
+
+// Every path out of a handshake calls Leave() first; the destructor only
+// runs after one of them (or at process teardown, when counts do not matter).
+HttpSession::~HttpSession() = default;
 
 void HttpSession::Run() {
+  // Room for one more: at the limit, the thread's oldest handshake goes.
+  const size_t threads = static_cast<size_t>(front_end_->pool().thread_count());
+  const size_t cap = std::max<size_t>(1, (front_end_->options().max_pending_handshakes + threads - 1) /
+                                             threads);
+  while (thread_->handshake_count >= cap && thread_->handshakes.linked()) {
+    HttpSession* oldest = static_cast<FifoNode*>(thread_->handshakes.next)->owner;
+    IoThreadStats::Add(thread_->stats.handshakes_dropped, 1);
+    oldest->Drop();
+  }
+  thread_->handshakes.InsertBefore(&fifo_);
+  ++thread_->handshake_count;
+  IoThreadStats::Add(thread_->stats.handshakes, 1);
+  pending_ = true;
+  TimerWheel::Entry* entry = this;
+  thread_->wheel->Schedule(entry, TimerWheel::Clock::now() + absl::ToChronoMilliseconds(
+                                                                 front_end_->options().handshake_timeout));
+
   parser_.emplace();
   parser_->header_limit(16 * 1024);
   parser_->body_limit(0);
-  deadline_.expires_after(absl::ToChronoMilliseconds(front_end_->options().handshake_timeout));
-  deadline_.async_wait([self = shared_from_this()](beast::error_code ec) {
-    if (!ec) {
-      beast::error_code ignored;
-      self->socket_.close(ignored);  // slow or silent client: give the descriptor back
-    }
-  });
   http::async_read(socket_, buffer_, *parser_,
                    [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
 }
 
+void HttpSession::Leave() {
+  if (!pending_) return;
+  pending_ = false;
+  fifo_.Unlink();
+  --thread_->handshake_count;
+  IoThreadStats::Add(thread_->stats.handshakes, -1);
+  TimerWheel::Entry* entry = this;
+  thread_->wheel->Cancel(entry);
+}
+
+void HttpSession::Drop() {
+  Leave();
+  beast::error_code ignored;
+  socket_.close(ignored);  // the pending read or write ends
+}
+
+void HttpSession::OnDeadline() {
+  // A client that has not sent its request (or read our answer) in time.
+  IoThreadStats::Add(thread_->stats.handshake_timeouts, 1);
+  Drop();
+}
+
+void HttpSession::DropAll(IoThread* thread) {
+  while (thread->handshakes.linked()) static_cast<FifoNode*>(thread->handshakes.next)->owner->Drop();
+}
+
 void HttpSession::OnRead(beast::error_code ec) {
   if (ec) {
-    deadline_.cancel();
     if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
         socket_.is_open()) {
       front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
-      Respond(400, absl::StrCat("bad request: ", ec.message(), "\n"));
+      return Respond(400, absl::StrCat("bad request: ", ec.message(), "\n"));
     }
-    return;
+    return Leave();
   }
   Request req = parser_->release();
+  parser_.reset();
   head_ = req.method() == http::verb::head;
   auto target = boost::urls::parse_origin_form(req.target());
   if (!target) {
-    deadline_.cancel();
     front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
     return Respond(400, "malformed request target\n");
   }
   // Encoded path; our paths have nothing to decode.
   boost::core::string_view path = target->encoded_path();
   if (path == "/ws") return HandleUpgrade(req, *target);
-  deadline_.cancel();
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
     return Respond(405, "method not allowed\n");
   }
@@ -76,10 +156,21 @@ void HttpSession::OnRead(beast::error_code ec) {
 }
 
 void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& target) {
-  deadline_.cancel();
   if (!beast::websocket::is_upgrade(req)) {
     front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
-    return Respond(426, "this endpoint speaks WebSocket: send an Upgrade request\n");
+    return Respond(426, "this endpoint speaks WebSocket: send an Upgrade request\n", "text/plain",
+                   "Sec-WebSocket-Version", "13");
+  }
+  if (req[http::field::sec_websocket_version] != "13") {
+    front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
+    return Respond(426, "unsupported Sec-WebSocket-Version: this server speaks 13\n", "text/plain",
+                   "Sec-WebSocket-Version", "13");
+  }
+  auto key_field = req[http::field::sec_websocket_key];
+  absl::string_view key(key_field.data(), key_field.size());
+  if (!IsValidKey(key)) {
+    front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
+    return Respond(400, "missing or malformed Sec-WebSocket-Key\n");
   }
   if (front_end_->shutting_down()) {
     front_end_->CountReject(WsFrontEnd::Reject::kShuttingDown);
@@ -93,10 +184,6 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
       front_end_->CountReject(WsFrontEnd::Reject::kOrigin);
       return Respond(403, absl::StrCat("origin not allowed: '", origin, "'\n"));
     }
-  }
-  if (front_end_->hub().connection_count() >= front_end_->options().max_connections) {
-    front_end_->CountReject(WsFrontEnd::Reject::kTooManyConnections);
-    return Respond(503, "too many connections\n");
   }
 
   std::vector<std::string> topics;
@@ -119,39 +206,66 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
       }
     }
   }
-  if (topics.size() > front_end_->hub().limits().max_subscriptions_per_connection) {
+  const size_t max_topics = front_end_->hub().limits().max_subscriptions_per_connection;
+  if (topics.size() > max_topics) {
     front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
-    return Respond(400, absl::StrCat("too many topics: the limit is ",
-                                     front_end_->hub().limits().max_subscriptions_per_connection,
-                                     "\n"));
+    return Respond(400, absl::StrCat("too many topics: the limit is ", max_topics, "\n"));
+  }
+
+  beast::error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  std::string ip = ec ? std::string("unknown") : remote.address().to_string();
+  switch (front_end_->AdmitConnection(ip)) {
+    case WsFrontEnd::Admission::kOk:
+      break;
+    case WsFrontEnd::Admission::kTooManyConnections:
+      front_end_->CountReject(WsFrontEnd::Reject::kTooManyConnections);
+      return Respond(503, "too many connections\n");
+    case WsFrontEnd::Admission::kTooManyFromAddress:
+      front_end_->CountReject(WsFrontEnd::Reject::kTooManyFromAddress);
+      return Respond(429, absl::StrCat("too many connections from ", ip, "\n"));
   }
 
   Subscriber::Identity identity;
   identity.id = front_end_->NextConnectionId();
   identity.io_index = thread_->index;
   identity.format = format;
-  beast::error_code ec;
-  auto remote = socket_.remote_endpoint(ec);
-  identity.remote_address =
-      ec ? std::string("unknown") : absl::StrCat(remote.address().to_string(), ":", remote.port());
+  identity.remote_address = absl::StrCat(ip, ":", ec ? 0 : remote.port());
   identity.connected_at = absl::Now();
+  std::string response = absl::StrCat(
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+      "Sec-WebSocket-Accept: ",
+      AcceptKey(std::string_view(key.data(), key.size())), "\r\nServer: fanout\r\n\r\n");
+  // Bytes the client sent behind its request belong to the WebSocket.
+  std::string early(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+  Leave();
   auto session = std::make_shared<WsSession>(std::move(socket_), std::move(identity), front_end_,
                                              thread_);
-  session->Accept(std::move(req), std::move(topics));
+  WsFrontEnd* fe = front_end_;
+  session->Start(std::move(response), std::move(topics), std::move(early),
+                 [fe](const absl::Status& s) {
+                   fe->CountReject(WsFrontEnd::Reject::kTooManyTopics);
+                   return ResponseText(503, absl::StrCat(s.message(), "\n"));
+                 });
 }
 
-void HttpSession::Respond(unsigned status, std::string body, const char* content_type) {
+void HttpSession::Respond(unsigned status, std::string body, const char* content_type,
+                          const char* extra_header, const char* extra_value) {
   response_ = std::make_shared<Response>(static_cast<http::status>(status), 11);
   response_->set(http::field::server, "fanout");
   response_->set(http::field::content_type, content_type);
   response_->set(http::field::connection, "close");
+  if (extra_header) response_->set(extra_header, extra_value);
   response_->body() = std::move(body);
   response_->prepare_payload();
   response_->keep_alive(false);
   // HEAD gets GET's headers, Content-Length included, and no body.
   if (head_) response_->body().clear();
+  // Still a handshake in progress: a client that does not read the answer
+  // is dropped at the deadline like one that does not send its request.
   http::async_write(socket_, *response_,
                     [self = shared_from_this()](beast::error_code, std::size_t) {
+                      self->Leave();
                       beast::error_code ignored;
                       self->socket_.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
                       self->socket_.close(ignored);

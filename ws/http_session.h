@@ -6,7 +6,6 @@
 #include <string>
 
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/message.hpp>
@@ -14,37 +13,62 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/url/url_view.hpp>
 
+#include "ws/timer_wheel.h"
+
 namespace fanout {
 
 class WsFrontEnd;
 struct IoThread;
 
 // Reads one HTTP request and routes it: /ws upgrades to a WsSession (after
-// validating topics, origin and limits), /healthz and /metrics answer and
-// close. Lives only until the request is answered or upgraded, so an open
-// WebSocket carries none of its buffers.
+// validating the handshake, topics, origin and limits), /healthz and /metrics
+// answer and close. Lives only until the request is answered or upgraded, so
+// an open WebSocket carries none of its buffers.
+//
+// A handshake in progress counts against --max_pending_handshakes (per I/O
+// thread, its even share) from accept until answered or upgraded; at the
+// limit the thread's oldest one is dropped to make room, and each is dropped
+// when --handshake_timeout runs out.
 // Thread: confined to its IoThread.
-class HttpSession : public std::enable_shared_from_this<HttpSession> {
+class HttpSession : public std::enable_shared_from_this<HttpSession>, private TimerWheel::Entry {
  public:
   HttpSession(boost::asio::ip::tcp::socket socket, WsFrontEnd* front_end, IoThread* thread);
+  ~HttpSession() override;
   void Run();
+
+  // Drops every handshake in progress on `thread` (the node is stopping).
+  // Runs on `thread`.
+  static void DropAll(IoThread* thread);
+
+  // The answer to a WebSocket key (RFC 6455, section 4.2.2).
+  static std::string AcceptKey(std::string_view key);
 
  private:
   using Request = boost::beast::http::request<boost::beast::http::empty_body>;
   using Response = boost::beast::http::response<boost::beast::http::string_body>;
+  struct FifoNode : ::fanout::ListNode {
+    HttpSession* owner = nullptr;
+  };
 
   void OnRead(boost::beast::error_code ec);
   // `target` views `req`'s target, parsed once by OnRead.
   void HandleUpgrade(Request& req, const boost::urls::url_view& target);
-  void Respond(unsigned status, std::string body, const char* content_type = "text/plain");
+  void Respond(unsigned status, std::string body, const char* content_type = "text/plain",
+               const char* extra_header = nullptr, const char* extra_value = nullptr);
+  // No longer a handshake in progress. Idempotent.
+  void Leave();
+  // Gives up on the client: closes the socket. The pending operation ends.
+  void Drop();
+  void OnDeadline() override;
 
   boost::asio::ip::tcp::socket socket_;
   WsFrontEnd* const front_end_;
   IoThread* const thread_;
   boost::beast::flat_buffer buffer_;
   std::optional<boost::beast::http::request_parser<boost::beast::http::empty_body>> parser_;
-  boost::asio::steady_timer deadline_;
   std::shared_ptr<Response> response_;
+  FifoNode fifo_;
+  bool pending_ = false;  // counted as a handshake in progress
   bool head_ = false;
 };
 

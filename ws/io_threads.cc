@@ -4,12 +4,11 @@
 
 namespace fanout {
 
-IoThreadPool::IoThreadPool(int count) {
-  for (int i = 0; i < std::max(1, count); ++i) {
-    auto t = std::make_unique<IoThread>();
-    t->index = i;
-    threads_.push_back(std::move(t));
-  }
+IoThread::IoThread(int i, std::chrono::milliseconds tick)
+    : index(i), wheel(std::make_unique<TimerWheel>(context, tick)), read_buffer(64 << 10) {}
+
+IoThreadPool::IoThreadPool(int count, std::chrono::milliseconds tick) {
+  for (int i = 0; i < std::max(1, count); ++i) threads_.push_back(std::make_unique<IoThread>(i, tick));
 }
 
 IoThreadPool::~IoThreadPool() { Stop(); }
@@ -33,12 +32,6 @@ void IoThreadPool::Stop() {
   for (auto& t : threads_) {
     if (t->thread.joinable()) t->thread.join();
   }
-}
-
-uint64_t IoThreadPool::Sum(std::atomic<uint64_t> IoThreadStats::*counter) const {
-  uint64_t total = 0;
-  for (const auto& t : threads_) total += (t->stats.*counter).load(std::memory_order_relaxed);
-  return total;
 }
 
 }  // namespace fanout

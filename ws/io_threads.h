@@ -12,12 +12,13 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "core/hub.h"
+#include "ws/timer_wheel.h"
 
 namespace fanout {
 
 class WsSession;
 
-// Counters one I/O thread writes and anyone may read.
+// Counters and gauges one I/O thread writes and anyone may read.
 struct alignas(64) IoThreadStats {
   std::atomic<uint64_t> messages_out{0};
   std::atomic<uint64_t> bytes_out{0};
@@ -26,26 +27,49 @@ struct alignas(64) IoThreadStats {
   std::atomic<uint64_t> slow_disconnects{0};
   std::atomic<uint64_t> rate_limit_disconnects{0};
   std::atomic<uint64_t> control_errors{0};
+  std::atomic<uint64_t> protocol_errors{0};      // closes with 1002 or 1007
+  std::atomic<uint64_t> too_big_disconnects{0};  // closes with 1009
+  std::atomic<uint64_t> idle_disconnects{0};
+  std::atomic<uint64_t> close_timeouts{0};  // close handshakes that ran out of time
+  std::atomic<uint64_t> handshake_timeouts{0};
+  std::atomic<uint64_t> handshakes_dropped{0};  // oldest ones, to make room
+  // Gauges.
+  std::atomic<int64_t> sockets{0};     // WebSocket sockets open (including closing)
+  std::atomic<int64_t> handshakes{0};  // HTTP connections not yet answered or upgraded
+  // Outbound queue entries and the bytes they own, for the delivery budget.
+  std::atomic<int64_t> queued_budget_bytes{0};
 
   // Adds with a plain load+store: only the owning thread writes.
-  static void Add(std::atomic<uint64_t>& c, uint64_t n) {
-    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  template <typename T, typename N>
+  static void Add(std::atomic<T>& c, N n) {
+    c.store(c.load(std::memory_order_relaxed) + static_cast<T>(n), std::memory_order_relaxed);
   }
 };
 
 // One event loop and the thread that runs it. Connections accepted here stay
 // here; their state needs no lock.
-// Thread: `sessions` and loop-owned state only on this thread; `stats` and
-// `context` from any thread.
+// Thread: everything but `stats` and `context` only on this thread.
 struct IoThread {
-  int index = 0;
+  // `tick`: the resolution of the thread's deadlines.
+  IoThread(int index, std::chrono::milliseconds tick);
+
+  const int index;
   boost::asio::io_context context{1};
-  absl::flat_hash_set<WsSession*> sessions;  // open WebSocket sessions
+  // Declared after the context: destroyed before it, it leaves entries that
+  // outlive it unlinked.
+  std::unique_ptr<TimerWheel> wheel;
+  // Handshakes in progress, oldest first (HttpSession::fifo_).
+  ListNode handshakes;
+  size_t handshake_count = 0;
+  absl::flat_hash_set<WsSession*> sessions;  // WebSocket sessions with an open socket
   // Sessions with deliveries queued but not yet written, flushed by one task
   // posted behind the delivery tasks already waiting: under load, several
   // publishes reach a session before its flush and leave in one writev.
   std::vector<std::shared_ptr<WsSession>> dirty;
   bool flush_posted = false;
+  // What every read on this thread reads into: connections hold no read
+  // buffer while idle, only the bytes of a message split across reads.
+  std::vector<char> read_buffer;
   IoThreadStats stats;
   std::thread thread;
 };
@@ -54,19 +78,25 @@ struct IoThread {
 // Thread: Post from any thread; Start/Stop from the owner's thread.
 class IoThreadPool final : public Dispatcher {
  public:
-  explicit IoThreadPool(int count);
+  IoThreadPool(int count, std::chrono::milliseconds tick = std::chrono::milliseconds(100));
   ~IoThreadPool() override;
 
   int thread_count() const override { return static_cast<int>(threads_.size()); }
   void Post(int index, absl::AnyInvocable<void() &&> fn) override;
 
   IoThread& thread(int index) { return *threads_[static_cast<size_t>(index)]; }
+  const IoThread& thread(int index) const { return *threads_[static_cast<size_t>(index)]; }
   void Start();
   // Stops every loop and joins its thread; pending work is dropped.
   void Stop();
 
   // Sums one counter over all threads.
-  uint64_t Sum(std::atomic<uint64_t> IoThreadStats::*counter) const;
+  template <typename T>
+  T Sum(std::atomic<T> IoThreadStats::*counter) const {
+    T total = 0;
+    for (const auto& t : threads_) total += (t->stats.*counter).load(std::memory_order_relaxed);
+    return total;
+  }
 
  private:
   std::vector<std::unique_ptr<IoThread>> threads_;

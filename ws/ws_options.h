@@ -16,11 +16,19 @@ struct WsOptions {
   std::string listen = "0.0.0.0:8080";
   // I/O threads; each owns its connections for their whole life.
   int io_threads = 1;
-  // Most open WebSocket connections; more are refused with HTTP 503.
+  // Most open WebSocket connections (closing ones included, since they still
+  // hold a socket); more are refused with HTTP 503.
   size_t max_connections = 100000;
-  // Bytes a connection may have queued for sending before it is closed with
-  // close code 4008 (slow consumer).
-  size_t max_outbound_queue_bytes = 1 << 20;
+  // Most WebSocket connections from one client IP address; more are refused
+  // with HTTP 429. 0: no limit (nodes usually sit behind a load balancer).
+  size_t max_connections_per_ip = 0;
+  // Most HTTP connections that have not yet sent their request or been
+  // upgraded. At the limit the oldest is dropped to make room, so stalled
+  // sockets never lock real clients out. Split evenly over the I/O threads.
+  size_t max_pending_handshakes = 10000;
+  // Bytes a connection may have queued for sending (every frame: deliveries,
+  // replies, pongs) before it is closed with close code 4008 (slow consumer).
+  size_t max_outbound_queue_bytes = 4 << 20;
   // Largest message a client may send; larger closes with 1009.
   size_t max_inbound_message_bytes = 64 << 10;
   // Sustained control messages per second a client may send, and the burst it

@@ -4,13 +4,12 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/buffers_to_string.hpp>
-#include <boost/beast/websocket/stream_base.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/hub.h"
 #include "spdlog/spdlog.h"
 #include "ws/front_end.h"
 #include "ws/io_threads.h"
@@ -18,103 +17,153 @@
 namespace fanout {
 
 namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 namespace json = boost::json;
+using error_code = boost::system::error_code;
 
 WsSession::WsSession(Socket socket, Identity identity, WsFrontEnd* front_end, IoThread* thread)
     : Subscriber(std::move(identity)),
-      ws_(std::move(socket)),
+      socket_(std::move(socket)),
       front_end_(front_end),
       thread_(thread),
+      parser_(front_end->options().max_inbound_message_bytes),
+      last_read_(Clock::now()),
       rate_tokens_(front_end->options().client_message_burst),
-      rate_time_(std::chrono::steady_clock::now()) {
-  ws_.next_layer().set_sink(this);
-  // Writes try the socket directly first (DoWrite); they must never block.
-  beast::error_code ec;
-  ws_.next_layer().next_layer().non_blocking(true, ec);
+      rate_time_(last_read_) {
+  // Reads and writes try the socket directly first; they must never block.
+  error_code ec;
+  socket_.non_blocking(true, ec);
+  IoThreadStats::Add(thread_->stats.sockets, 1);
 }
 
 WsSession::~WsSession() = default;
 
-void WsSession::Accept(Request request, std::vector<std::string> topics) {
-  const WsOptions& opt = front_end_->options();
-  websocket::stream_base::timeout timeouts;
-  timeouts.handshake_timeout = absl::ToChronoMilliseconds(opt.handshake_timeout);
-  timeouts.idle_timeout = absl::ToChronoMilliseconds(opt.idle_timeout);
-  timeouts.keep_alive_pings = true;
-  ws_.set_option(timeouts);
-  ws_.read_message_max(opt.max_inbound_message_bytes);
-  ws_.set_option(websocket::stream_base::decorator(
-      [](websocket::response_type& res) { res.set(beast::http::field::server, "fanout"); }));
-
+void WsSession::Start(std::string response, std::vector<std::string> topics, std::string early,
+                      absl::AnyInvocable<std::string(const absl::Status&) &&> refusal) {
   auto self = shared_from_this();
-  front_end_->hub().AddConnection(self);
-  thread_->sessions.insert(this);
+  Hub& hub = front_end_->hub();
+  hub.AddConnection(self);
   registered_ = true;
+  thread_->sessions.insert(this);
   for (auto& t : topics) {
-    // Topics were validated by the HTTP session.
-    (void)front_end_->hub().Subscribe(t, self);
-    topics_.insert(std::move(t));
+    if (absl::Status s = SubscribeOnIoThread(t); !s.ok()) {
+      // Refused before the 101: the client gets an HTTP answer saying why.
+      Unregister();
+      phase_ = Phase::kClosing;
+      close_sent_ = true;
+      EnqueueOwned(std::move(refusal)(s), /*bypass_limit=*/true);
+      fin_after_flush_ = true;
+      if (pending_.empty() && !writing_) OnQueueDrained();
+      TimerWheel::Entry* entry = this;
+      thread_->wheel->Schedule(entry, Clock::now() + absl::ToChronoMilliseconds(
+                                                         front_end_->options().handshake_timeout));
+      return WaitRead();
+    }
   }
   front_end_->CountAccepted();
-  ws_.async_accept(request, [self](beast::error_code ec) { self->OnAccept(ec); });
-}
-
-void WsSession::OnAccept(beast::error_code ec) {
-  if (ec) {
-    spdlog::debug("connection {}: handshake failed: {}", id(), ec.message());
-    return Cleanup();
+  EnqueueOwned(std::move(response), /*bypass_limit=*/true);
+  ScheduleKeepAlive();
+  if (!early.empty()) {
+    last_read_ = Clock::now();
+    parser_.Feed(early.data(), early.size(), this);
+    if (phase_ == Phase::kClosed) return;
   }
-  if (state_ == Phase::kHandshaking) state_ = Phase::kOpen;
-  DoRead();
+  // Read at once: more may have arrived behind the request.
+  OnReadable({});
 }
 
-void WsSession::DoRead() {
-  ws_.async_read(read_buffer_, [self = shared_from_this()](beast::error_code ec, std::size_t n) {
-    self->OnRead(ec, n);
-  });
+// ---------------------------------------------------------------- reading
+
+void WsSession::WaitRead() {
+  socket_.async_wait(Socket::wait_read,
+                     [self = shared_from_this()](error_code ec) { self->OnReadable(ec); });
 }
 
-void WsSession::OnRead(beast::error_code ec, std::size_t bytes) {
-  if (ec) {
-    if (ec == websocket::error::message_too_big) {
-      // Beast has already started the 1009 close; the read fails once it ends.
-      spdlog::debug("connection {}: inbound message over the limit", id());
-    } else if (ec != websocket::error::closed && ec != asio::error::operation_aborted &&
-               ec != asio::error::eof && ec != asio::error::connection_reset) {
-      spdlog::debug("connection {}: read: {}", id(), ec.message());
+void WsSession::OnReadable(error_code ec) {
+  if (phase_ == Phase::kClosed) return;
+  if (ec) return Finish();
+  // The thread's buffer: an idle connection holds no read buffer of its own.
+  std::vector<char>& buf = thread_->read_buffer;
+  for (int round = 0; round < 4; ++round) {
+    size_t n = socket_.read_some(asio::buffer(buf), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) return WaitRead();
+    if (ec) {
+      // End of stream (the peer half-closed or closed without a close
+      // frame) or a reset: nothing more will come.
+      if (ec != asio::error::eof && ec != asio::error::connection_reset) {
+        spdlog::debug("connection {}: read: {}", id(), ec.message());
+      }
+      return Finish();
     }
-    return Cleanup();
+    last_read_ = Clock::now();
+    ping_outstanding_ = false;
+    if (phase_ != Phase::kLingering) parser_.Feed(buf.data(), n, this);
+    if (phase_ == Phase::kClosed) return;
+    // A short read on a stream socket means it is drained: wait for more.
+    if (n < buf.size()) return WaitRead();
   }
+  // Let the thread's other connections run before reading more.
+  asio::post(thread_->context, [self = shared_from_this()] { self->OnReadable({}); });
+}
+
+void WsSession::OnMessage(bool text, absl::string_view payload) {
+  if (phase_ != Phase::kOpen) return;  // closing: read and dropped
   IoThreadStats::Add(thread_->stats.client_messages_in, 1);
-  IoThreadStats::Add(thread_->stats.client_bytes_in, bytes);
-  if (state_ != Phase::kOpen) {
-    read_buffer_.consume(read_buffer_.size());
-    return DoRead();
-  }
+  IoThreadStats::Add(thread_->stats.client_bytes_in, payload.size());
   if (!TakeRateToken()) {
     IoThreadStats::Add(thread_->stats.rate_limit_disconnects, 1);
-    read_buffer_.consume(read_buffer_.size());
-    CloseOnIoThread(kClosePolicy, "message rate limit exceeded");
-    return DoRead();  // the read completes when the close handshake ends
+    return StartClose(kClosePolicy, "message rate limit exceeded", /*wait_for_peer=*/true);
   }
-  if (!ws_.got_text()) {
+  if (!text) {
     IoThreadStats::Add(thread_->stats.control_errors, 1);
-    Reply(R"({"id":null,"error":{"code":"unsupported_frame","message":"control messages are JSON text frames"}})");
-  } else {
-    auto data = read_buffer_.data();
-    HandleControl(absl::string_view(static_cast<const char*>(data.data()), data.size()));
+    return Reply(
+        R"({"id":null,"error":{"code":"unsupported_frame","message":"control messages are JSON text frames"}})");
   }
-  read_buffer_.consume(read_buffer_.size());
-  // A large message grew the buffer: give the memory back while idle.
-  if (read_buffer_.capacity() > 4096) read_buffer_.shrink_to_fit();
-  DoRead();
+  HandleControl(payload);
+}
+
+void WsSession::OnPing(absl::string_view payload) {
+  if (phase_ != Phase::kOpen) return;
+  // Counted against the outbound limit like everything else: a client that
+  // floods pings and never reads is cut off, not buffered for.
+  EnqueueOwned(BuildFrame(WsOpcode::kPong, payload));
+}
+
+void WsSession::OnPong(absl::string_view) {}
+
+void WsSession::OnClose(uint16_t code, absl::string_view) {
+  if (phase_ == Phase::kOpen) {
+    // The client closes first: answer with its code (RFC 6455, 5.5.1), then
+    // shut down once the answer is out.
+    Unregister();
+    std::string frame = code == 0 ? BuildFrame(WsOpcode::kClose, {}) : BuildCloseFrame(code, {});
+    EnqueueOwned(std::move(frame), /*bypass_limit=*/true);
+    close_sent_ = true;
+  }
+  if (phase_ == Phase::kOpen || phase_ == Phase::kClosing) {
+    phase_ = Phase::kLingering;
+    fin_after_flush_ = true;
+    TimerWheel::Entry* entry = this;
+    thread_->wheel->Schedule(entry, Clock::now() + absl::ToChronoMilliseconds(
+                                                       front_end_->options().handshake_timeout));
+    if (pending_.empty() && !writing_) OnQueueDrained();
+  }
+}
+
+void WsSession::OnProtocolError(uint16_t code, absl::string_view reason) {
+  spdlog::debug("connection {}: protocol error {}: {}", id(), code,
+                std::string_view(reason.data(), reason.size()));
+  if (code == kCloseTooBig) {
+    IoThreadStats::Add(thread_->stats.too_big_disconnects, 1);
+  } else {
+    IoThreadStats::Add(thread_->stats.protocol_errors, 1);
+  }
+  if (phase_ != Phase::kOpen) return Finish();  // our close was sent already
+  StartClose(code, reason, /*wait_for_peer=*/false);
 }
 
 bool WsSession::TakeRateToken() {
   const WsOptions& opt = front_end_->options();
-  auto now = std::chrono::steady_clock::now();
+  auto now = Clock::now();
   double elapsed = std::chrono::duration<double>(now - rate_time_).count();
   rate_time_ = now;
   rate_tokens_ = std::min(opt.client_message_burst,
@@ -143,7 +192,7 @@ std::string OkReply(const json::value& id) {
 }  // namespace
 
 void WsSession::HandleControl(absl::string_view text) {
-  boost::system::error_code ec;
+  error_code ec;
   json::value doc = json::parse(json::string_view(text.data(), text.size()), ec);
   json::value req_id;  // null until known
   auto fail = [&](absl::string_view code, absl::string_view message) {
@@ -180,14 +229,19 @@ void WsSession::HandleControl(absl::string_view text) {
     return fail("invalid_topic", s.message());
   }
   if (op == "subscribe") {
+    bool at_connection_limit =
+        !topics_.contains(topic) &&
+        topics_.size() >= front_end_->hub().limits().max_subscriptions_per_connection;
     if (absl::Status s = SubscribeOnIoThread(topic); !s.ok()) {
-      return fail("too_many_subscriptions", s.message());
+      return fail(at_connection_limit ? "too_many_subscriptions" : "too_many_topics", s.message());
     }
   } else {
     UnsubscribeOnIoThread(topic);
   }
   Reply(OkReply(req_id));
 }
+
+// ----------------------------------------------------------- subscriptions
 
 absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic) {
   if (topics_.contains(topic)) return absl::OkStatus();
@@ -197,7 +251,7 @@ absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic) {
         absl::StrCat("this connection already has the limit of ", limit, " topics"));
   }
   // The topic was validated by the caller.
-  (void)front_end_->hub().Subscribe(topic, shared_from_this());
+  if (absl::Status s = front_end_->hub().Subscribe(topic, shared_from_this()); !s.ok()) return s;
   topics_.emplace(topic);
   return absl::OkStatus();
 }
@@ -213,7 +267,7 @@ bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
 void WsSession::Subscribe(std::string topic, absl::AnyInvocable<void(absl::Status) &&> done) {
   asio::post(thread_->context, [self = shared_from_this(), topic = std::move(topic),
                                 done = std::move(done)]() mutable {
-    // A connection that closed meanwhile must not be left in the registry.
+    // A connection that is closing must not be put back in the registry.
     if (!self->registered_) return std::move(done)(absl::NotFoundError("connection closed"));
     std::move(done)(self->SubscribeOnIoThread(topic));
   });
@@ -238,37 +292,57 @@ void WsSession::Describe(absl::AnyInvocable<void(Subscriber::State) &&> done) {
   });
 }
 
+// ---------------------------------------------------------------- writing
+
 void WsSession::Reply(std::string json_text) {
-  auto frame = std::make_shared<std::string>(BuildFrame(WsOpcode::kText, json_text));
-  asio::const_buffer bytes(frame->data(), frame->size());
-  Enqueue({std::move(frame), bytes});
+  EnqueueOwned(BuildFrame(WsOpcode::kText, json_text));
+}
+
+bool WsSession::EnqueueOwned(std::string bytes, bool bypass_limit) {
+  auto owner = std::make_shared<std::string>(std::move(bytes));
+  asio::const_buffer view(owner->data(), owner->size());
+  // The string's heap block, when it has one, and make_shared's block.
+  uint32_t owned = static_cast<uint32_t>(sizeof(std::string) + 16 +
+                                         (owner->capacity() > 15 ? owner->capacity() + 1 : 0));
+  return Enqueue({std::move(owner), view, owned}, /*deferred=*/false, bypass_limit);
 }
 
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
-  if (state_ != Phase::kOpen && state_ != Phase::kHandshaking) return;
+  if (phase_ != Phase::kOpen) return;
   absl::string_view frame = message->Frame(identity().format);
-  if (Enqueue({message, asio::const_buffer(frame.data(), frame.size())}, /*deferred=*/true)) {
+  if (Enqueue({message, asio::const_buffer(frame.data(), frame.size()), 0}, /*deferred=*/true)) {
+    ++messages_sent_;
     IoThreadStats::Add(thread_->stats.messages_out, 1);
     IoThreadStats::Add(thread_->stats.bytes_out, frame.size());
   }
 }
 
-bool WsSession::Enqueue(OutItem item, bool deferred) {
-  if (state_ == Phase::kClosed) return false;
-  // The limit bounds the backlog, not the message: one frame larger than the
-  // limit still goes to a client that has nothing queued.
-  const size_t limit = front_end_->options().max_outbound_queue_bytes;
-  if (queued_bytes_ > 0 && queued_bytes_ + item.bytes.size() > limit && !writing_) {
-    // Deliveries waiting for the thread's flush are not the client's fault:
-    // hand them to the kernel now and judge by what it would not take.
-    DoWrite();
-  }
-  if (queued_bytes_ > 0 && queued_bytes_ + item.bytes.size() > limit) {
-    SlowConsumer();
-    return false;
+void WsSession::Uncount(const OutItem& item) {
+  IoThreadStats::Add(thread_->stats.queued_budget_bytes,
+                     -(kQueueEntryBytes + static_cast<int64_t>(item.owned)));
+}
+
+bool WsSession::Enqueue(OutItem item, bool deferred, bool bypass_limit) {
+  if (phase_ == Phase::kClosed) return false;
+  if (!bypass_limit) {
+    if (close_sent_) return false;  // nothing follows our close frame
+    // The limit bounds the backlog, not the message: one frame larger than
+    // the limit still goes to a client that has nothing queued.
+    const size_t limit = front_end_->options().max_outbound_queue_bytes;
+    if (queued_bytes_ > 0 && queued_bytes_ + item.bytes.size() > limit && !writing_) {
+      // Deliveries waiting for the thread's flush are not the client's
+      // fault: hand them to the kernel now and judge by what it would not take.
+      DoWrite();
+      if (phase_ == Phase::kClosed) return false;
+    }
+    if (queued_bytes_ > 0 && queued_bytes_ + item.bytes.size() > limit) {
+      SlowConsumer();
+      return false;
+    }
   }
   queued_bytes_ += item.bytes.size();
-  ++messages_sent_;
+  IoThreadStats::Add(thread_->stats.queued_budget_bytes,
+                     kQueueEntryBytes + static_cast<int64_t>(item.owned));
   pending_.push_back(std::move(item));
   if (writing_) return true;  // OnWrite sends it with the rest
   if (!deferred) {
@@ -303,74 +377,100 @@ void WsSession::FlushDirty(IoThread* thread) {
 }
 
 void WsSession::DoWrite() {
-  if (pending_.empty() || state_ == Phase::kClosed) return;
+  if (phase_ == Phase::kClosed) return;
+  if (pending_.empty()) return OnQueueDrained();
   // Fast path: hand the kernel what it takes right now with one gathered
   // write, no asynchronous operation and no completion to schedule. Only
   // what does not fit waits for the socket to become writable.
-  auto& socket = ws_.next_layer().next_layer();
-  beast::error_code ec;
-  size_t written = socket.write_some(pending_, ec);
-  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) {
-    beast::error_code ignored;
-    socket.close(ignored);  // the pending read ends and cleans up
-    return;
-  }
+  error_code ec;
+  size_t written = socket_.write_some(pending_, ec);
+  if (ec && ec != asio::error::would_block && ec != asio::error::try_again) return Finish();
   queued_bytes_ -= written;
   size_t done = 0;
   while (done < pending_.size() && written >= pending_[done].bytes.size()) {
     written -= pending_[done].bytes.size();
+    Uncount(pending_[done]);
     ++done;
   }
-  if (done < pending_.size()) pending_[done].bytes += written;
+  if (done < pending_.size() && written > 0) {
+    pending_[done].bytes += written;
+    front_partial_ = true;
+  } else if (done > 0) {
+    front_partial_ = false;
+  }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<std::ptrdiff_t>(done));
+  if (done > 0) front_end_->hub().budget().MaybeNotify();
   if (pending_.empty()) {
     if (pending_.capacity() > 256) pending_.shrink_to_fit();
-    if (teardown_) FinishTeardown({});
-    return;
+    return OnQueueDrained();
   }
   writing_ = true;
+  front_partial_ = false;  // the whole vector goes to the asynchronous write
   inflight_.swap(pending_);
-  asio::async_write(ws_.next_layer().next_layer(), inflight_,
-                    [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                      self->OnWrite(ec);
-                    });
+  asio::async_write(socket_, inflight_, [self = shared_from_this()](error_code ec, std::size_t) {
+    self->OnWrite(ec);
+  });
 }
 
-void WsSession::OnWrite(beast::error_code ec) {
+void WsSession::OnWrite(error_code ec) {
   writing_ = false;
-  for (const auto& item : inflight_) queued_bytes_ -= item.bytes.size();
+  for (const auto& item : inflight_) {
+    queued_bytes_ -= item.bytes.size();
+    Uncount(item);
+  }
   inflight_.clear();
   if (inflight_.capacity() > 256) inflight_.shrink_to_fit();
-  if (ec) {
-    if (teardown_) FinishTeardown(ec);
-    beast::error_code ignored;
-    ws_.next_layer().next_layer().close(ignored);  // the pending read ends and cleans up
-    return;
-  }
-  if (!pending_.empty()) return DoWrite();
-  if (teardown_) FinishTeardown({});
+  front_end_->hub().budget().MaybeNotify();
+  if (phase_ == Phase::kClosed) return;
+  if (ec) return Finish();
+  DoWrite();
 }
 
-void WsSession::FinishTeardown(beast::error_code ec) {
-  auto handler = std::move(teardown_);
-  teardown_ = nullptr;
-  beast::error_code ignored;
-  ws_.next_layer().next_layer().shutdown(Socket::shutdown_both, ignored);
-  ws_.next_layer().next_layer().close(ignored);
-  asio::post(thread_->context, [h = std::move(handler), ec]() mutable { h(ec); });
+void WsSession::OnQueueDrained() {
+  if (!fin_after_flush_ || phase_ == Phase::kClosed) return;
+  fin_after_flush_ = false;
+  // Our last frame is out: send FIN and read until the peer's EOF, so that
+  // closing does not reset a connection whose peer has not read it yet.
+  error_code ignored;
+  socket_.shutdown(Socket::shutdown_send, ignored);
+  phase_ = Phase::kLingering;
+}
+
+// ----------------------------------------------------------------- ending
+
+void WsSession::StartClose(uint16_t code, absl::string_view reason, bool wait_for_peer) {
+  if (phase_ != Phase::kOpen) return;
+  Unregister();
+  EnqueueOwned(BuildCloseFrame(code, reason), /*bypass_limit=*/true);
+  close_sent_ = true;
+  phase_ = Phase::kClosing;
+  if (!wait_for_peer) {
+    fin_after_flush_ = true;
+    if (pending_.empty() && !writing_) OnQueueDrained();
+  }
+  // The close handshake (or, failing, the lingering) has this long.
+  TimerWheel::Entry* entry = this;
+  thread_->wheel->Schedule(entry, Clock::now() + absl::ToChronoMilliseconds(
+                                                     front_end_->options().handshake_timeout));
 }
 
 void WsSession::SlowConsumer() {
-  if (state_ != Phase::kOpen && state_ != Phase::kHandshaking) return;
+  if (phase_ != Phase::kOpen) return;
   IoThreadStats::Add(thread_->stats.slow_disconnects, 1);
   spdlog::debug("connection {}: outbound queue over {} bytes, closing", id(),
                 front_end_->options().max_outbound_queue_bytes);
-  // Drop what has not reached the socket: the client is too far behind to
-  // catch up, and this frees its share of memory now.
-  for (const auto& item : pending_) queued_bytes_ -= item.bytes.size();
-  pending_.clear();
+  // Drop what has not reached the socket (but the frame the socket has part
+  // of): the client is too far behind to catch up, and this frees its share
+  // of memory now.
+  size_t keep = front_partial_ ? 1 : 0;
+  for (size_t i = keep; i < pending_.size(); ++i) {
+    queued_bytes_ -= pending_[i].bytes.size();
+    Uncount(pending_[i]);
+  }
+  pending_.resize(std::min(keep, pending_.size()));
   pending_.shrink_to_fit();
-  CloseOnIoThread(kCloseSlowConsumer, "slow consumer: outbound queue full");
+  front_end_->hub().budget().MaybeNotify();
+  StartClose(kCloseSlowConsumer, "slow consumer: outbound queue full", /*wait_for_peer=*/true);
 }
 
 void WsSession::Close(uint16_t code, std::string reason) {
@@ -380,38 +480,62 @@ void WsSession::Close(uint16_t code, std::string reason) {
 }
 
 void WsSession::CloseOnIoThread(uint16_t code, absl::string_view reason) {
-  if (state_ == Phase::kClosing || state_ == Phase::kClosed) return;
-  bool handshaking = state_ == Phase::kHandshaking;
-  state_ = Phase::kClosing;
-  if (handshaking) {
-    // No WebSocket yet to close politely.
-    beast::error_code ignored;
-    ws_.next_layer().next_layer().close(ignored);
-    return;
-  }
-  ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(code), std::string(reason)),
-                  [self = shared_from_this()](beast::error_code) {
-                    // Either the handshake finished or its timeout closed the
-                    // socket; the pending read reports the end and cleans up.
-                    beast::error_code ignored;
-                    self->ws_.next_layer().next_layer().close(ignored);
-                  });
+  StartClose(code, reason, /*wait_for_peer=*/true);
 }
 
-void WsSession::Cleanup() {
-  if (state_ == Phase::kClosed) return;
-  state_ = Phase::kClosed;
-  beast::error_code ignored;
-  ws_.next_layer().next_layer().close(ignored);
-  for (const auto& item : pending_) queued_bytes_ -= item.bytes.size();
-  pending_.clear();
-  pending_.shrink_to_fit();
+void WsSession::Unregister() {
   if (!registered_) return;
   registered_ = false;
   for (const auto& t : topics_) front_end_->hub().Unsubscribe(t, id());
   topics_.clear();
   front_end_->hub().RemoveConnection(id());
+}
+
+void WsSession::Finish() {
+  if (phase_ == Phase::kClosed) return;
+  phase_ = Phase::kClosed;
+  Unregister();
+  error_code ignored;
+  socket_.close(ignored);  // pending operations end with operation_aborted
+  for (const auto& item : pending_) Uncount(item);
+  pending_.clear();
+  pending_.shrink_to_fit();
+  queued_bytes_ = 0;
+  front_end_->hub().budget().MaybeNotify();
+  TimerWheel::Entry* entry = this;
+  thread_->wheel->Cancel(entry);
   thread_->sessions.erase(this);
+  IoThreadStats::Add(thread_->stats.sockets, -1);
+  front_end_->OnSocketClosed(identity());
+}
+
+void WsSession::ScheduleKeepAlive() {
+  const auto idle = absl::ToChronoMilliseconds(front_end_->options().idle_timeout);
+  // Ping once half the idle time has passed without a byte from the client;
+  // give up at the full idle time.
+  TimerWheel::Entry* entry = this;
+  thread_->wheel->Schedule(entry, last_read_ + (ping_outstanding_ ? idle : idle / 2));
+}
+
+void WsSession::OnDeadline() {
+  auto self = shared_from_this();  // a close below may drop the last owner
+  if (phase_ != Phase::kOpen) {
+    // The close handshake or the lingering took too long.
+    IoThreadStats::Add(thread_->stats.close_timeouts, 1);
+    return Finish();
+  }
+  const auto idle = absl::ToChronoMilliseconds(front_end_->options().idle_timeout);
+  auto silent = Clock::now() - last_read_;
+  if (silent >= idle) {
+    IoThreadStats::Add(thread_->stats.idle_disconnects, 1);
+    return StartClose(kCloseGoingAway, "idle timeout", /*wait_for_peer=*/false);
+  }
+  if (silent >= idle / 2 && !ping_outstanding_) {
+    ping_outstanding_ = true;
+    EnqueueOwned(BuildFrame(WsOpcode::kPing, {}));
+    if (phase_ != Phase::kOpen) return;
+  }
+  ScheduleKeepAlive();
 }
 
 }  // namespace fanout

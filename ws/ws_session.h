@@ -9,45 +9,52 @@
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/message.hpp>
-#include <boost/beast/websocket/stream.hpp>
 
 #include "absl/container/flat_hash_set.h"
-#include "absl/strings/string_view.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "core/hub.h"
 #include "core/subscriber.h"
-#include "ws/gate_stream.h"
+#include "ws/frame_parser.h"
+#include "ws/timer_wheel.h"
 
 namespace fanout {
 
 class WsFrontEnd;
 struct IoThread;
 
-// Close codes the server sends (docs/protocol.md).
-inline constexpr uint16_t kCloseGoingAway = 1001;      // node shutting down
-inline constexpr uint16_t kClosePolicy = 1008;         // client message rate exceeded
-inline constexpr uint16_t kCloseTooBig = 1009;         // inbound message over the limit
-inline constexpr uint16_t kCloseSlowConsumer = 4008;   // outbound queue overflowed
-
-// One WebSocket connection: a subscriber in the registry, a reader of JSON
-// control messages, and the only writer of its socket. Deliveries and Beast's
-// own frames go through one bounded queue, written with gathered writes.
+// One WebSocket connection after the upgrade: a subscriber in the registry, a
+// reader of JSON control messages, and the only writer of its socket. Frames
+// of every kind (deliveries, replies, pongs, pings, the close frame) go
+// through one outbound queue, bounded in bytes, written with gathered writes.
+//
+// Life: Start() registers it; it leaves the registry, the connection gauge and
+// ListSubscribers the moment its close begins, by whatever path (client
+// close, error, reset, idle timeout, Disconnect, slow consumer, shutdown);
+// the socket closes once the close handshake ends or times out. One close
+// frame per direction, and no data frame after ours (RFC 6455, 5.5.1).
+//
 // Owned by its pending asynchronous operations (and, while subscribed, by
-// registry snapshots); it unregisters itself from everything when it closes.
-// Thread: confined to its IoThread; Close() may be called from any thread.
-class WsSession final : public Subscriber, public std::enable_shared_from_this<WsSession> {
+// registry snapshots).
+// Thread: confined to its IoThread; the Subscriber control calls may be made
+// from any thread (they post).
+class WsSession final : public Subscriber,
+                        public std::enable_shared_from_this<WsSession>,
+                        private WsFrameParser::Handler,
+                        private TimerWheel::Entry {
  public:
-  using Request = boost::beast::http::request<boost::beast::http::empty_body>;
-
   WsSession(boost::asio::ip::tcp::socket socket, Identity identity, WsFrontEnd* front_end,
             IoThread* thread);
   ~WsSession() override;
 
-  // Registers the connection, subscribes `topics` and only then sends the 101
-  // response, so a publish that follows the client's handshake reaches it.
-  void Accept(Request request, std::vector<std::string> topics);
+  // Registers the connection and subscribes `topics` (validated by the
+  // caller), then sends `response` (the 101) and starts reading; `early` are
+  // bytes the client sent after its request. When a topic cannot be added
+  // (the node's topic limit), nothing stays registered and the client gets
+  // `refusal(status)` instead of the 101, then the connection closes.
+  void Start(std::string response, std::vector<std::string> topics, std::string early,
+             absl::AnyInvocable<std::string(const absl::Status&) &&> refusal);
 
   void DeliverOnIoThread(const std::shared_ptr<const Message>& message) override;
 
@@ -56,15 +63,10 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
   void Subscribe(std::string topic, absl::AnyInvocable<void(absl::Status) &&> done) override;
   void Unsubscribe(std::string topic, absl::AnyInvocable<void(bool) &&> done) override;
   void Describe(absl::AnyInvocable<void(Subscriber::State) &&> done) override;
+
+  // Starts the closing handshake with `code` (idempotent: a close already
+  // under way is not restarted).
   void CloseOnIoThread(uint16_t code, absl::string_view reason);
-
-  // -- GateStream sink (Beast's writes and teardown) --
-  template <typename ConstBufferSequence>
-  bool EnqueueFromBeast(const ConstBufferSequence& buffers);
-  template <typename Handler>
-  void OnTeardown(Handler&& handler);
-
-  size_t queued_bytes() const { return queued_bytes_; }
 
   // Writes what the thread's dirty sessions have queued. Runs on `thread`.
   static void FlushDirty(IoThread* thread);
@@ -75,74 +77,89 @@ class WsSession final : public Subscriber, public std::enable_shared_from_this<W
   struct OutItem {
     std::shared_ptr<const void> owner;
     boost::asio::const_buffer bytes;
+    // Bytes the item's owner holds for this connection alone (0 for a shared
+    // message), charged to the delivery budget with the entry itself.
+    uint32_t owned = 0;
     operator boost::asio::const_buffer() const { return bytes; }
   };
-  enum class Phase : uint8_t { kHandshaking, kOpen, kClosing, kClosed };
+  static_assert(sizeof(void*) != 8 || sizeof(OutItem) == kQueueEntryBytes,
+                "kQueueEntryBytes must be what a queue entry costs");
+  enum class Phase : uint8_t {
+    kOpen,       // data flows both ways
+    kClosing,    // our close frame is queued or sent; waiting for the peer's
+    kLingering,  // handshake over (or failed): flush, FIN, wait for EOF
+    kClosed,     // socket closed, unregistered
+  };
 
-  void OnAccept(boost::beast::error_code ec);
-  void DoRead();
-  void OnRead(boost::beast::error_code ec, std::size_t bytes);
+  // -- Reading --
+  void WaitRead();
+  void OnReadable(boost::system::error_code ec);
+  void OnMessage(bool text, absl::string_view payload) override;
+  void OnPing(absl::string_view payload) override;
+  void OnPong(absl::string_view payload) override;
+  void OnClose(uint16_t code, absl::string_view reason) override;
+  void OnProtocolError(uint16_t code, absl::string_view reason) override;
   void HandleControl(absl::string_view text);
-  // Subscribes (once); RESOURCE_EXHAUSTED at the per-connection limit.
+  bool TakeRateToken();
+
+  // -- Subscriptions --
+  // Subscribes (once); RESOURCE_EXHAUSTED at the per-connection or node limit.
   absl::Status SubscribeOnIoThread(absl::string_view topic);
   // Returns true when the connection was on the topic.
   bool UnsubscribeOnIoThread(absl::string_view topic);
-  void Reply(std::string json);
-  bool TakeRateToken();
 
+  // -- Writing --
+  void Reply(std::string json);
+  // Queues an owned frame (reply, pong, ping, close, HTTP response).
+  bool EnqueueOwned(std::string bytes, bool bypass_limit = false);
   // Queues bytes; closes the connection as a slow consumer when the queue
-  // would exceed its limit. Returns false when the bytes were not queued.
-  // `deferred`: leave the write to the thread's flush (deliveries), instead
-  // of writing now (replies, Beast's frames).
-  bool Enqueue(OutItem item, bool deferred = false);
+  // would exceed its limit (unless `bypass_limit`). Returns false when the
+  // bytes were not queued. `deferred`: leave the write to the thread's flush
+  // (deliveries) instead of writing now.
+  bool Enqueue(OutItem item, bool deferred, bool bypass_limit = false);
   void DoWrite();
-  void OnWrite(boost::beast::error_code ec);
-  void FinishTeardown(boost::beast::error_code ec);
+  void OnWrite(boost::system::error_code ec);
+  // Releases what `items` hold from the queue's counters.
+  void Uncount(const OutItem& item);
+  // The queue is empty: in kLingering-to-be, send FIN.
+  void OnQueueDrained();
+
+  // -- Ending --
+  // Sends our close frame. `wait_for_peer`: a clean close, wait for the
+  // peer's close frame; otherwise fail the connection (shut down once the
+  // frame is out).
+  void StartClose(uint16_t code, absl::string_view reason, bool wait_for_peer);
   void SlowConsumer();
-  // Unregisters everything. Idempotent.
-  void Cleanup();
+  // Leaves the registry, the hub and the gauges. Idempotent.
+  void Unregister();
+  // Closes the socket and drops everything. Idempotent.
+  void Finish();
+  void OnDeadline() override;
+  void ScheduleKeepAlive();
 
   using Socket = boost::asio::ip::tcp::socket;
-  boost::beast::websocket::stream<GateStream<WsSession>> ws_;
+  using Clock = std::chrono::steady_clock;
+  Socket socket_;
   WsFrontEnd* const front_end_;
   IoThread* const thread_;
-  Phase state_ = Phase::kHandshaking;
+  WsFrameParser parser_;
+  Phase phase_ = Phase::kOpen;
   bool writing_ = false;
   bool dirty_ = false;  // in thread_->dirty
   bool registered_ = false;
-  size_t queued_bytes_ = 0;
+  bool close_sent_ = false;
+  bool fin_after_flush_ = false;  // shut down the sending side once drained
+  bool front_partial_ = false;    // pending_[0] is partly written
+  bool ping_outstanding_ = false;
+  size_t queued_bytes_ = 0;  // frame bytes queued, for the outbound limit
   uint64_t messages_sent_ = 0;
-  std::vector<OutItem> pending_;   // not yet handed to the socket
-  std::vector<OutItem> inflight_;  // in the current gathered write
-  boost::beast::flat_buffer read_buffer_;
+  Clock::time_point last_read_;
+  std::vector<OutItem> pending_;   // not yet handed to an asynchronous write
+  std::vector<OutItem> inflight_;  // in the current asynchronous write
   absl::flat_hash_set<std::string> topics_;
-  absl::AnyInvocable<void(boost::beast::error_code)> teardown_;
   double rate_tokens_;
-  std::chrono::steady_clock::time_point rate_time_;
+  Clock::time_point rate_time_;
 };
-
-template <typename ConstBufferSequence>
-bool WsSession::EnqueueFromBeast(const ConstBufferSequence& buffers) {
-  if (state_ == Phase::kClosed) return false;
-  auto copy = std::make_shared<std::string>();
-  copy->resize(boost::asio::buffer_size(buffers));
-  boost::asio::buffer_copy(boost::asio::buffer(copy->data(), copy->size()), buffers);
-  boost::asio::const_buffer bytes(copy->data(), copy->size());
-  // Beast's frames are tiny and must not be refused: the close frame that
-  // ends a slow consumer's connection is one of them.
-  queued_bytes_ += bytes.size();
-  pending_.push_back({std::move(copy), bytes});
-  if (!writing_) DoWrite();
-  return true;
-}
-
-template <typename Handler>
-void WsSession::OnTeardown(Handler&& handler) {
-  teardown_ = [h = std::forward<Handler>(handler)](boost::beast::error_code ec) mutable {
-    std::move(h)(ec);
-  };
-  if (!writing_ && pending_.empty()) FinishTeardown({});
-}
 
 }  // namespace fanout
 
