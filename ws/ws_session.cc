@@ -51,8 +51,8 @@ void WsSession::Start(std::string response, std::vector<std::string> topics, std
       phase_ = Phase::kClosing;
       close_sent_ = true;
       EnqueueOwned(std::move(refusal)(s), /*bypass_limit=*/true);
-      fin_after_flush_ = true;
-      if (pending_.empty() && !writing_) OnQueueDrained();
+      AfterFlush(/*linger=*/false);
+      if (phase_ == Phase::kClosed) return;
       TimerWheel::Entry* entry = this;
       thread_->wheel->Schedule(entry, Clock::now() + absl::ToChronoMilliseconds(
                                                          front_end_->options().handshake_timeout));
@@ -61,6 +61,7 @@ void WsSession::Start(std::string response, std::vector<std::string> topics, std
   }
   front_end_->CountAccepted();
   EnqueueOwned(std::move(response), /*bypass_limit=*/true);
+  if (phase_ == Phase::kClosed) return;  // the client is gone already
   ScheduleKeepAlive();
   if (!early.empty()) {
     last_read_ = Clock::now();
@@ -111,7 +112,7 @@ void WsSession::OnMessage(bool text, absl::string_view payload) {
   IoThreadStats::Add(thread_->stats.client_bytes_in, payload.size());
   if (!TakeRateToken()) {
     IoThreadStats::Add(thread_->stats.rate_limit_disconnects, 1);
-    return StartClose(kClosePolicy, "message rate limit exceeded", /*wait_for_peer=*/true);
+    return StartClose(kClosePolicy, "message rate limit exceeded", CloseMode::kHandshake);
   }
   if (!text) {
     IoThreadStats::Add(thread_->stats.control_errors, 1);
@@ -132,21 +133,20 @@ void WsSession::OnPong(absl::string_view) {}
 
 void WsSession::OnClose(uint16_t code, absl::string_view) {
   if (phase_ == Phase::kOpen) {
-    // The client closes first: answer with its code (RFC 6455, 5.5.1), then
-    // shut down once the answer is out.
+    // The client closes first: answer with its code (RFC 6455, 5.5.1).
     Unregister();
-    std::string frame = code == 0 ? BuildFrame(WsOpcode::kClose, {}) : BuildCloseFrame(code, {});
-    EnqueueOwned(std::move(frame), /*bypass_limit=*/true);
     close_sent_ = true;
-  }
-  if (phase_ == Phase::kOpen || phase_ == Phase::kClosing) {
-    phase_ = Phase::kLingering;
-    fin_after_flush_ = true;
+    phase_ = Phase::kClosing;
+    std::string frame = code == 0 ? BuildFrame(WsOpcode::kClose, {}) : BuildCloseFrame(code, {});
+    EnqueueOwned(std::move(frame), /*bypass_limit=*/true);  // may fail the socket
+    if (phase_ == Phase::kClosed) return;
     TimerWheel::Entry* entry = this;
     thread_->wheel->Schedule(entry, Clock::now() + absl::ToChronoMilliseconds(
                                                        front_end_->options().handshake_timeout));
-    if (pending_.empty() && !writing_) OnQueueDrained();
   }
+  // The handshake is complete: the server closes the TCP connection first
+  // (RFC 6455, 7.1.1) once its frame is in the kernel, which delivers it.
+  if (phase_ == Phase::kClosing) AfterFlush(/*linger=*/false);
 }
 
 void WsSession::OnProtocolError(uint16_t code, absl::string_view reason) {
@@ -158,7 +158,7 @@ void WsSession::OnProtocolError(uint16_t code, absl::string_view reason) {
     IoThreadStats::Add(thread_->stats.protocol_errors, 1);
   }
   if (phase_ != Phase::kOpen) return Finish();  // our close was sent already
-  StartClose(code, reason, /*wait_for_peer=*/false);
+  StartClose(code, reason, CloseMode::kFail);
 }
 
 bool WsSession::TakeRateToken() {
@@ -426,29 +426,37 @@ void WsSession::OnWrite(error_code ec) {
   DoWrite();
 }
 
+void WsSession::AfterFlush(bool linger) {
+  after_flush_ = linger ? AfterFlushStep::kLinger : AfterFlushStep::kClose;
+  if (pending_.empty() && !writing_) OnQueueDrained();
+}
+
 void WsSession::OnQueueDrained() {
-  if (!fin_after_flush_ || phase_ == Phase::kClosed) return;
-  fin_after_flush_ = false;
-  // Our last frame is out: send FIN and read until the peer's EOF, so that
-  // closing does not reset a connection whose peer has not read it yet.
+  if (after_flush_ == AfterFlushStep::kNothing || phase_ == Phase::kClosed) return;
+  AfterFlushStep step = after_flush_;
+  after_flush_ = AfterFlushStep::kNothing;
   error_code ignored;
   socket_.shutdown(Socket::shutdown_send, ignored);
+  if (step == AfterFlushStep::kClose) return Finish();
+  // Read until the peer's EOF, so that closing with its data unread does
+  // not reset the connection before it has read our close frame.
   phase_ = Phase::kLingering;
 }
 
 // ----------------------------------------------------------------- ending
 
-void WsSession::StartClose(uint16_t code, absl::string_view reason, bool wait_for_peer) {
+void WsSession::StartClose(uint16_t code, absl::string_view reason, CloseMode mode) {
   if (phase_ != Phase::kOpen) return;
   Unregister();
-  EnqueueOwned(BuildCloseFrame(code, reason), /*bypass_limit=*/true);
   close_sent_ = true;
   phase_ = Phase::kClosing;
-  if (!wait_for_peer) {
-    fin_after_flush_ = true;
-    if (pending_.empty() && !writing_) OnQueueDrained();
+  EnqueueOwned(BuildCloseFrame(code, reason), /*bypass_limit=*/true);  // may fail the socket
+  if (phase_ == Phase::kClosed) return;
+  if (mode != CloseMode::kHandshake) {
+    AfterFlush(/*linger=*/mode == CloseMode::kFail);
+    if (phase_ == Phase::kClosed) return;
   }
-  // The close handshake (or, failing, the lingering) has this long.
+  // The close handshake (or the flush, or the lingering) has this long.
   TimerWheel::Entry* entry = this;
   thread_->wheel->Schedule(entry, Clock::now() + absl::ToChronoMilliseconds(
                                                      front_end_->options().handshake_timeout));
@@ -470,7 +478,7 @@ void WsSession::SlowConsumer() {
   pending_.resize(std::min(keep, pending_.size()));
   pending_.shrink_to_fit();
   front_end_->hub().budget().MaybeNotify();
-  StartClose(kCloseSlowConsumer, "slow consumer: outbound queue full", /*wait_for_peer=*/true);
+  StartClose(kCloseSlowConsumer, "slow consumer: outbound queue full", CloseMode::kHandshake);
 }
 
 void WsSession::Close(uint16_t code, std::string reason) {
@@ -480,7 +488,7 @@ void WsSession::Close(uint16_t code, std::string reason) {
 }
 
 void WsSession::CloseOnIoThread(uint16_t code, absl::string_view reason) {
-  StartClose(code, reason, /*wait_for_peer=*/true);
+  StartClose(code, reason, CloseMode::kHandshake);
 }
 
 void WsSession::Unregister() {
@@ -528,7 +536,7 @@ void WsSession::OnDeadline() {
   auto silent = Clock::now() - last_read_;
   if (silent >= idle) {
     IoThreadStats::Add(thread_->stats.idle_disconnects, 1);
-    return StartClose(kCloseGoingAway, "idle timeout", /*wait_for_peer=*/false);
+    return StartClose(kCloseGoingAway, "idle timeout", CloseMode::kAbandon);
   }
   if (silent >= idle / 2 && !ping_outstanding_) {
     ping_outstanding_ = true;

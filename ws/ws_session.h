@@ -87,7 +87,7 @@ class WsSession final : public Subscriber,
   enum class Phase : uint8_t {
     kOpen,       // data flows both ways
     kClosing,    // our close frame is queued or sent; waiting for the peer's
-    kLingering,  // handshake over (or failed): flush, FIN, wait for EOF
+    kLingering,  // failed: our close frame is out, FIN sent, reading until EOF
     kClosed,     // socket closed, unregistered
   };
 
@@ -121,14 +121,21 @@ class WsSession final : public Subscriber,
   void OnWrite(boost::system::error_code ec);
   // Releases what `items` hold from the queue's counters.
   void Uncount(const OutItem& item);
-  // The queue is empty: in kLingering-to-be, send FIN.
+  // The queue is empty: do what after_flush_ says.
   void OnQueueDrained();
 
   // -- Ending --
-  // Sends our close frame. `wait_for_peer`: a clean close, wait for the
-  // peer's close frame; otherwise fail the connection (shut down once the
-  // frame is out).
-  void StartClose(uint16_t code, absl::string_view reason, bool wait_for_peer);
+  // How a close we start ends.
+  enum class CloseMode : uint8_t {
+    kHandshake,  // wait for the peer's close frame, then close the socket
+    kFail,       // the peer broke the protocol: FIN once our frame is out, then
+                 // read until its EOF so a reset cannot destroy our close frame
+    kAbandon,    // the peer is gone (idle): close the socket once our frame is out
+  };
+  // Sends our close frame (idempotent: a close under way is not restarted).
+  void StartClose(uint16_t code, absl::string_view reason, CloseMode mode);
+  // Once the queue is drained: FIN and linger, or close.
+  void AfterFlush(bool linger);
   void SlowConsumer();
   // Leaves the registry, the hub and the gauges. Idempotent.
   void Unregister();
@@ -148,7 +155,8 @@ class WsSession final : public Subscriber,
   bool dirty_ = false;  // in thread_->dirty
   bool registered_ = false;
   bool close_sent_ = false;
-  bool fin_after_flush_ = false;  // shut down the sending side once drained
+  enum class AfterFlushStep : uint8_t { kNothing, kLinger, kClose };
+  AfterFlushStep after_flush_ = AfterFlushStep::kNothing;
   bool front_partial_ = false;    // pending_[0] is partly written
   bool ping_outstanding_ = false;
   size_t queued_bytes_ = 0;  // frame bytes queued, for the outbound limit

@@ -5,8 +5,16 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+#include <sys/socket.h>
+
 #include <boost/json/parse.hpp>
 #include <grpcpp/client_context.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "tests/testing/raw_ws.h"
 
 #include "fanout/v1/fanout.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -22,6 +30,29 @@ namespace v1 = ::fanout::v1;
 // Starts a real fanoutd per test and offers its clients.
 inline boost::json::value Json(const std::string& s) { return boost::json::parse(s); }
 
+// Polls `done` until it holds or `timeout` passes; returns whether it held.
+// For states the node reaches on its own (a gauge coming down), where there
+// is nothing to wait on but the state itself.
+template <typename Pred>
+bool WaitFor(Pred done, absl::Duration timeout = absl::Seconds(5)) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
+}
+
+// Tests with thousands of sockets need more than the usual soft limit of
+// open files; fanoutd, a child, inherits the raised limit.
+inline void RaiseOpenFilesLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) == 0 && r.rlim_cur < r.rlim_max) {
+    r.rlim_cur = r.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &r);
+  }
+}
+
 class FanoutdTest : public ::testing::Test {
  protected:
   void SetUp() override { Start({}); }
@@ -31,6 +62,42 @@ class FanoutdTest : public ::testing::Test {
     ASSERT_TRUE(p.ok()) << p.status();
     node_ = std::move(*p);
     stub_ = v1::Fanout::NewStub(node_->channel());
+  }
+
+  v1::GetStatsResponse Stats() {
+    grpc::ClientContext ctx;
+    v1::GetStatsResponse resp;
+    grpc::Status s = stub_->GetStats(&ctx, v1::GetStatsRequest(), &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp;
+  }
+
+  // The node's /metrics text, fetched like a scraper would.
+  std::string MetricsText() {
+    auto c = ::fanout::testing::RawWs::ConnectTcp(node_->ws_address(), {});
+    if (!c.ok()) return "";
+    if (!(*c)->SendRaw("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()) return "";
+    std::string text;
+    char buf[65536];
+    while (true) {
+      ssize_t n = ::recv((*c)->fd(), buf, sizeof(buf), 0);
+      if (n <= 0) break;
+      text.append(buf, static_cast<size_t>(n));
+    }
+    return text;
+  }
+
+  // The value of one series line of /metrics (`name` with its labels, as
+  // written), or -1 when absent.
+  double Metric(const std::string& series) {
+    for (absl::string_view line : absl::StrSplit(MetricsText(), '\n')) {
+      if (line.size() > series.size() && line.substr(0, series.size()) == series &&
+          line[series.size()] == ' ') {
+        double v = -1;
+        if (absl::SimpleAtod(line.substr(series.size() + 1), &v)) return v;
+      }
+    }
+    return -1;
   }
 
   std::unique_ptr<WsClient> Connect(const std::string& target) {

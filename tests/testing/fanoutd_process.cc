@@ -31,7 +31,10 @@ absl::StatusOr<std::unique_ptr<FanoutdProcess>> FanoutdProcess::Start(std::vecto
   if (err_fd < 0) return absl::InternalError("mkstemp failed");
   p->stderr_path_ = tmpl;
 
-  std::vector<std::string> argv = {FANOUTD_PATH, "--grpc_listen=127.0.0.1:0",
+  // FANOUTD_BINARY runs the tests against another build (an older commit, say).
+  const char* binary = std::getenv("FANOUTD_BINARY");
+  std::vector<std::string> argv = {binary && *binary ? binary : FANOUTD_PATH,
+                                   "--grpc_listen=127.0.0.1:0",
                                    "--ws_listen=127.0.0.1:0", "--io_threads=2"};
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char*> cargv;

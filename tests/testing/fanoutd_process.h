@@ -20,7 +20,8 @@ namespace fanout::testing {
 // Thread: one test thread.
 class FanoutdProcess {
  public:
-  // `args` are extra flags. The binary is FANOUTD_PATH (set by CMake).
+  // `args` are extra flags. The binary is FANOUTD_PATH (set by CMake), or
+  // the environment's FANOUTD_BINARY when set.
   static absl::StatusOr<std::unique_ptr<FanoutdProcess>> Start(std::vector<std::string> args = {});
   ~FanoutdProcess();
 
