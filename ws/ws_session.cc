@@ -124,9 +124,17 @@ void WsSession::OnMessage(bool text, absl::string_view payload) {
 
 void WsSession::OnPing(absl::string_view payload) {
   if (phase_ != Phase::kOpen) return;
-  // Counted against the outbound limit like everything else: a client that
-  // floods pings and never reads is cut off, not buffered for.
-  EnqueueOwned(BuildFrame(WsOpcode::kPong, payload));
+  // Pings count against the message rate like control messages (pongs, the
+  // answers to ours, do not): a ping flood is closed with 1008.
+  if (!TakeRateToken()) {
+    IoThreadStats::Add(thread_->stats.rate_limit_disconnects, 1);
+    return StartClose(kClosePolicy, "message rate limit exceeded", CloseMode::kHandshake);
+  }
+  // One pong owed at a time (RFC 6455, 5.5.3, lets an endpoint answer only
+  // some of a burst), and it counts against the outbound limit: a client
+  // that pings and never reads makes the node hold one small frame.
+  if (pong_owed_) return;
+  EnqueueOwned(BuildFrame(WsOpcode::kPong, payload), /*bypass_limit=*/false, /*pong=*/true);
 }
 
 void WsSession::OnPong(absl::string_view) {}
@@ -298,19 +306,24 @@ void WsSession::Reply(std::string json_text) {
   EnqueueOwned(BuildFrame(WsOpcode::kText, json_text));
 }
 
-bool WsSession::EnqueueOwned(std::string bytes, bool bypass_limit) {
+bool WsSession::EnqueueOwned(std::string bytes, bool bypass_limit, bool pong) {
   auto owner = std::make_shared<std::string>(std::move(bytes));
   asio::const_buffer view(owner->data(), owner->size());
   // The string's heap block, when it has one, and make_shared's block.
   uint32_t owned = static_cast<uint32_t>(sizeof(std::string) + 16 +
                                          (owner->capacity() > 15 ? owner->capacity() + 1 : 0));
-  return Enqueue({std::move(owner), view, owned}, /*deferred=*/false, bypass_limit);
+  OutItem item{std::move(owner), view, owned, pong ? 1u : 0u};
+  // Owed until Uncount sees the item written or dropped.
+  if (pong) pong_owed_ = true;
+  bool queued = Enqueue(std::move(item), /*deferred=*/false, bypass_limit);
+  if (!queued && pong) pong_owed_ = false;
+  return queued;
 }
 
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
   if (phase_ != Phase::kOpen) return;
   absl::string_view frame = message->Frame(identity().format);
-  if (Enqueue({message, asio::const_buffer(frame.data(), frame.size()), 0}, /*deferred=*/true)) {
+  if (Enqueue({message, asio::const_buffer(frame.data(), frame.size()), 0, 0}, /*deferred=*/true)) {
     ++messages_sent_;
     IoThreadStats::Add(thread_->stats.messages_out, 1);
     IoThreadStats::Add(thread_->stats.bytes_out, frame.size());
@@ -318,6 +331,7 @@ void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message)
 }
 
 void WsSession::Uncount(const OutItem& item) {
+  if (item.pong) pong_owed_ = false;
   IoThreadStats::Add(thread_->stats.queued_budget_bytes,
                      -(kQueueEntryBytes + static_cast<int64_t>(item.owned)));
 }

@@ -79,7 +79,8 @@ class WsSession final : public Subscriber,
     boost::asio::const_buffer bytes;
     // Bytes the item's owner holds for this connection alone (0 for a shared
     // message), charged to the delivery budget with the entry itself.
-    uint32_t owned = 0;
+    uint32_t owned : 31 = 0;
+    uint32_t pong : 1 = 0;  // the pong the connection owes
     operator boost::asio::const_buffer() const { return bytes; }
   };
   static_assert(sizeof(void*) != 8 || sizeof(OutItem) == kQueueEntryBytes,
@@ -111,7 +112,7 @@ class WsSession final : public Subscriber,
   // -- Writing --
   void Reply(std::string json);
   // Queues an owned frame (reply, pong, ping, close, HTTP response).
-  bool EnqueueOwned(std::string bytes, bool bypass_limit = false);
+  bool EnqueueOwned(std::string bytes, bool bypass_limit = false, bool pong = false);
   // Queues bytes; closes the connection as a slow consumer when the queue
   // would exceed its limit (unless `bypass_limit`). Returns false when the
   // bytes were not queued. `deferred`: leave the write to the thread's flush
@@ -159,6 +160,7 @@ class WsSession final : public Subscriber,
   AfterFlushStep after_flush_ = AfterFlushStep::kNothing;
   bool front_partial_ = false;    // pending_[0] is partly written
   bool ping_outstanding_ = false;
+  bool pong_owed_ = false;  // a pong is queued and not yet written
   size_t queued_bytes_ = 0;  // frame bytes queued, for the outbound limit
   uint64_t messages_sent_ = 0;
   Clock::time_point last_read_;
