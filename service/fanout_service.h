@@ -46,6 +46,8 @@ class StreamRegistry {
 struct WatchLimits {
   int64_t max_bytes = int64_t{4} << 20;
   size_t max_messages = 10000;
+  // Most Watch streams open at once; more are refused (RESOURCE_EXHAUSTED).
+  size_t max_watchers = 100;
 };
 
 // fanout.v1.Fanout on gRPC's callback API. Every method finishes inline: the

@@ -416,6 +416,11 @@ grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::Callbac
     status = hub_->ValidateTopic(req->prefix());
     if (!status.ok()) status = absl::InvalidArgumentError(absl::StrCat("prefix: ", status.message()));
   }
+  if (status.ok() && hub_->observer_count() >= watch_limits_.max_watchers) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("the node already has the limit of ", watch_limits_.max_watchers,
+                     " Watch streams"));
+  }
   if (!status.ok()) {
     class Refuse final : public grpc::ServerWriteReactor<v1::WatchEvent> {
      public:

@@ -2,6 +2,7 @@
 // FANOUT_<FLAG> are fallbacks), starts the node, prints the bound addresses as
 // one JSON line on stdout, and stops gracefully on SIGTERM or SIGINT.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -41,6 +42,7 @@ ABSL_FLAG(int64_t, max_watch_queue_bytes, int64_t{4} << 20,
           "Bytes of events a Watch stream may fall behind before it is cut off");
 ABSL_FLAG(int64_t, max_watch_queue_messages, 10000,
           "Events a Watch stream may fall behind before it is cut off");
+ABSL_FLAG(int64_t, max_watchers, 100, "Most Watch streams open at once; more get RESOURCE_EXHAUSTED");
 ABSL_FLAG(int64_t, max_subscriptions_per_connection, 1000, "Most topics one connection may subscribe to");
 ABSL_FLAG(int64_t, max_topic_length, 256, "Longest topic name in bytes");
 ABSL_FLAG(int64_t, max_payload_bytes, 1 << 20, "Largest publish payload in bytes");
@@ -70,7 +72,7 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
   static const char* kNames[] = {
       "grpc_listen", "ws_listen", "io_threads", "registry_stripes", "node_id",
       "max_connections", "max_connections_per_ip", "max_pending_handshakes", "max_topics",
-      "max_pending_publish_bytes", "max_watch_queue_bytes", "max_watch_queue_messages",
+      "max_pending_publish_bytes", "max_watch_queue_bytes", "max_watch_queue_messages", "max_watchers",
       "max_subscriptions_per_connection", "max_topic_length",
       "max_payload_bytes", "max_outbound_queue_bytes", "max_inbound_message_bytes",
       "client_messages_per_second", "client_message_burst", "handshake_timeout",
@@ -142,6 +144,7 @@ int main(int argc, char** argv) {
       Positive(absl::GetFlag(FLAGS_max_watch_queue_bytes), "max_watch_queue_bytes"));
   options.watch.max_messages =
       Positive(absl::GetFlag(FLAGS_max_watch_queue_messages), "max_watch_queue_messages");
+  options.watch.max_watchers = Positive(absl::GetFlag(FLAGS_max_watchers), "max_watchers");
   options.limits.max_subscriptions_per_connection =
       Positive(absl::GetFlag(FLAGS_max_subscriptions_per_connection), "max_subscriptions_per_connection");
   options.limits.max_topic_length = Positive(absl::GetFlag(FLAGS_max_topic_length), "max_topic_length");
@@ -171,6 +174,24 @@ int main(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
+
+  // Sockets are files: take the open-files limit the system allows (the soft
+  // limit is often 1024) and say so when the connection limits exceed it.
+  rlimit files{};
+  if (getrlimit(RLIMIT_NOFILE, &files) == 0) {
+    if (files.rlim_cur < files.rlim_max) {
+      files.rlim_cur = files.rlim_max;
+      setrlimit(RLIMIT_NOFILE, &files);
+    }
+    size_t wanted = options.ws.max_connections + options.ws.max_pending_handshakes + 64;
+    if (files.rlim_cur != RLIM_INFINITY && files.rlim_cur < wanted) {
+      spdlog::warn(
+          "the open-files limit ({}) is below --max_connections + --max_pending_handshakes ({}): "
+          "upgrades past it fail at accept; raise the limit (ulimit -n, LimitNOFILE=) or lower "
+          "the flags",
+          files.rlim_cur, wanted);
+    }
+  }
 
   auto node = fanout::Node::Create(options);
   if (!node.ok()) Die(std::string(node.status().message()));
