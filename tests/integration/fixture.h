@@ -2,6 +2,7 @@
 #define FANOUT_TESTS_INTEGRATION_FIXTURE_H_
 
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -57,9 +58,14 @@ class FanoutdTest : public ::testing::Test {
  protected:
   void SetUp() override { Start({}); }
 
+  // Starts the node; a node that does not start ends the test (an exception
+  // gtest reports), since nothing after it could run.
   void Start(std::vector<std::string> args) {
     auto p = FanoutdProcess::Start(std::move(args));
-    ASSERT_TRUE(p.ok()) << p.status();
+    if (!p.ok()) {
+      ADD_FAILURE() << p.status();
+      throw std::runtime_error("fanoutd did not start");
+    }
     node_ = std::move(*p);
     stub_ = v1::Fanout::NewStub(node_->channel());
   }

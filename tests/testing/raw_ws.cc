@@ -39,6 +39,9 @@ absl::StatusOr<std::unique_ptr<RawWs>> RawWs::ConnectTcp(const std::string& addr
   if (options.receive_buffer > 0) {
     ::setsockopt(c->fd_, SOL_SOCKET, SO_RCVBUF, &options.receive_buffer, sizeof(int));
   }
+  if (options.max_segment > 0) {
+    ::setsockopt(c->fd_, IPPROTO_TCP, TCP_MAXSEG, &options.max_segment, sizeof(int));
+  }
   int one = 1;
   ::setsockopt(c->fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   sockaddr_in sa{};

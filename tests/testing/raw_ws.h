@@ -32,6 +32,10 @@ class RawWs {
     // SO_RCVBUF before connecting (0: the kernel's), so that a client that
     // does not read fills up quickly.
     int receive_buffer = 0;
+    // TCP_MAXSEG before connecting (0: the kernel's). Loopback's 64 KiB
+    // segments let the server's kernel buffer megabytes for one client; an
+    // Ethernet-sized segment keeps its buffers as small as on a real network.
+    int max_segment = 0;
     std::vector<std::string> headers;  // extra request lines, "Name: value"
   };
 
