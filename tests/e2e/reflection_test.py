@@ -82,6 +82,7 @@ message DisconnectRequest {
   string reason = 4;
 }"""
 REQUIRED_SERVICES = {"fanout.v1.Fanout", "grpc.health.v1.Health",
+                     "grpc.reflection.v1.ServerReflection",
                      "grpc.reflection.v1alpha.ServerReflection"}
 
 
