@@ -261,9 +261,13 @@ def expected_status(expected):
 
 def diff(expected, actual, doc):
     """A unified diff of what `doc` shows and what ran, both masked."""
-    return "\n".join(difflib.unified_diff(
-        normalize(expected).split("\n"), normalize(actual).split("\n"),
-        f"{doc} (masked)", "actual (masked)", lineterm=""))
+    expected, actual = normalize(expected).split("\n"), normalize(actual).split("\n")
+    text = "\n".join(difflib.unified_diff(expected, actual, f"{doc} (masked)",
+                                          "actual (masked)", lineterm=""))
+    if [line.rstrip() for line in expected] == [line.rstrip() for line in actual]:
+        text += (f"\n(only trailing spaces differ: grpcurl prints an empty message as `{{`, "
+                 f"a line of two spaces, `}}`; an editor may have stripped them from {doc})")
+    return text
 
 
 def make_bin_dir(tmp):
