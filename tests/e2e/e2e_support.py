@@ -64,10 +64,10 @@ class Fatal(Exception):
 class Fanoutd:
     """fanoutd on port 0: reads its first stdout line, keeps its stderr."""
 
-    def __init__(self, binary, node_id, io_threads=2):
+    def __init__(self, binary, node_id, io_threads=2, extra_args=()):
         self.proc = subprocess.Popen(
             [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
-             f"--node_id={node_id}", f"--io_threads={io_threads}"],
+             f"--node_id={node_id}", f"--io_threads={io_threads}", *extra_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stderr = []
         self._lines = queue.Queue()
