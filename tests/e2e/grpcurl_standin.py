@@ -343,6 +343,23 @@ def describe(reflection, symbol):
 #   (json.go, marshalWellKnownType; jsonpb.go: 0, 3, 6 or 9 fractional digits).
 # Not done here, and refused rather than guessed: extensions and the other
 # well-known types (Any, Struct, Value, wrappers, Empty): fanout uses none.
+#
+# The lines read, at those tags (read, not copied):
+#   fullstorydev/grpcurl v1.8.0   format.go 136-143 (NewJSONFormatter), 469-482
+#                                 (OnReceiveResponse), 497-502 (PrintStatus);
+#                                 invoke.go 122-138 (dynamic messages from the
+#                                 reflected descriptors)
+#   golang/protobuf v1.3.5        jsonpb/jsonpb.go 128-149 (Marshal), 174-201
+#                                 (marshalObject hands a JSONPBMarshaler its own
+#                                 output), 219-266 (Duration, Timestamp)
+#   jhump/protoreflect v1.6.1     dynamic/json.go 103-182 (MarshalJSONPB,
+#                                 marshalJSON), 184-202 (well-known types),
+#                                 204-313 (marshalKnownFieldJSON; 205-213 the
+#                                 name), 323-342 (map key order), 356-380 (map
+#                                 entries), 382-490 (values, writeJsonString);
+#                                 dynamic/indent.go 1-76; dynamic/text.go 330-364
+#                                 (writeString); desc/descriptor.go 582-589
+#                                 (defaults of lists, maps and messages)
 
 FieldType = descriptor.FieldDescriptor
 INT64_TYPES = {FieldType.TYPE_INT64, FieldType.TYPE_SINT64, FieldType.TYPE_SFIXED64,
@@ -493,7 +510,8 @@ class GrpcurlJson:
         present = {}
         for field, value in message.ListFields():
             if field.is_extension:
-                raise Failure(f"this grpcurl stand-in does not print extensions ({field.full_name})")
+                raise Failure(f"this grpcurl stand-in does not print extensions "
+                              f"({field.full_name})")
             present[field.number] = (field, value)
         if not self.emit_defaults:
             return [present[n] for n in sorted(present)]

@@ -53,7 +53,8 @@ VERSIONS = ("v1", "v1alpha")
 SERVICES = ["fanout.v1.Fanout", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
             "grpc.reflection.v1alpha.ServerReflection"]
 DRAIN_TIMEOUT = 60  # seconds: far longer than this test may wait for an exit
-NOT_FOUND, UNIMPLEMENTED = grpc.StatusCode.NOT_FOUND.value[0], grpc.StatusCode.UNIMPLEMENTED.value[0]
+NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
+UNIMPLEMENTED = grpc.StatusCode.UNIMPLEMENTED.value[0]
 
 
 def compile_protos(tmp):
