@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
 
@@ -85,12 +84,14 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
 
   node->health_ = std::make_unique<HealthService>();
   grpc::EnableDefaultHealthCheckService(false);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  node->reflection_ = std::make_unique<ReflectionService>(std::vector<std::string>{
+      v1::Fanout::service_full_name(), grpc::health::v1::Health::service_full_name()});
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(node->service_.get());
   builder.RegisterService(node->health_.get());
+  node->reflection_->RegisterWith(&builder);
   // A second node on the same port must fail to start, not share it.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // Leave room for the request's other fields over the payload limit, so an
@@ -125,6 +126,7 @@ void Node::Shutdown() {
     health_->Shutdown();
     hub_->ShutdownObservers();
     service_->Shutdown();
+    reflection_->Shutdown();
   }
   absl::Time deadline = absl::Now() + options_.drain_timeout;
   if (front_end_) front_end_->Shutdown(options_.drain_timeout);

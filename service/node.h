@@ -12,6 +12,7 @@
 #include "core/limits.h"
 #include "service/fanout_service.h"
 #include "service/health_service.h"
+#include "service/reflection_service.h"
 #include "ws/front_end.h"
 #include "ws/io_threads.h"
 #include "ws/ws_options.h"
@@ -65,6 +66,7 @@ class Node {
   std::unique_ptr<WsFrontEnd> front_end_;
   std::unique_ptr<FanoutServiceImpl> service_;
   std::unique_ptr<HealthService> health_;
+  std::unique_ptr<ReflectionService> reflection_;
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string grpc_address_;
   std::atomic<bool> serving_{false};

@@ -43,7 +43,6 @@ Usage: /usr/bin/python3 api_examples_test.py path/to/fanoutd
 """
 
 import asyncio
-import difflib
 import json
 import os
 import re
@@ -56,29 +55,18 @@ from dataclasses import dataclass, field
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
+from e2e_support import (DOC_GRPC_ADDRESS, TIMEOUT, Fanoutd, Fatal, Results,  # noqa: E402
+                          diff, expected_status, finish_command, make_bin_dir,
+                          output_matches, parse_console_block, start_command)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DOC = os.path.normpath(os.path.join(HERE, "..", "..", "docs", "api.md"))
-STANDIN = os.path.join(HERE, "grpcurl_standin.py")
-DOC_ADDRESS = "127.0.0.1:50051"
+DOC_ADDRESS = DOC_GRPC_ADDRESS
 DEFAULT_SETUP = ["client news"]
-GRPC_CODES = {  # grpc-go's names, as grpcurl prints them
-    "Canceled": 1, "Unknown": 2, "InvalidArgument": 3, "DeadlineExceeded": 4, "NotFound": 5,
-    "AlreadyExists": 6, "PermissionDenied": 7, "ResourceExhausted": 8,
-    "FailedPrecondition": 9, "Aborted": 10, "OutOfRange": 11, "Unimplemented": 12,
-    "Internal": 13, "Unavailable": 14, "DataLoss": 15, "Unauthenticated": 16,
-}
+
 
 
 # --- the page ------------------------------------------------------------------
-
-@dataclass
-class Example:
-    line: int          # 1-based line of the `$ ` in the page
-    command: str       # as typed, continuation lines included
-    expected: str      # what the page shows it printing ("" when nothing)
-
 
 @dataclass
 class Block:
@@ -92,51 +80,6 @@ class Section:
     title: str
     # ("setup", [steps], line) or ("block", Block)
     items: list = field(default_factory=list)
-
-
-def command_complete(text):
-    """Whether bash would run `text` as it stands, or wait for more lines."""
-    if text.rstrip().endswith(("\\", "|", "&&", "||")):
-        return False
-    try:
-        shlex.split(text, comments=False, posix=True)
-    except ValueError:  # an open quote
-        return False
-    return True
-
-
-HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
-
-
-def parse_console_block(lines, first_line):
-    """Examples of one console block: `lines` are its content, `first_line` its number."""
-    examples = []
-    i = 0
-    while i < len(lines):
-        if not lines[i].startswith("$ "):
-            i += 1
-            continue
-        start = i
-        command = lines[i][2:]
-        i += 1
-        while not command_complete(command) and i < len(lines):
-            command += "\n" + lines[i]
-            i += 1
-        heredoc = HEREDOC.search(command)
-        if heredoc:
-            while i < len(lines):
-                command += "\n" + lines[i]
-                i += 1
-                if lines[i - 1] == heredoc.group(2):
-                    break
-        output = []
-        while i < len(lines) and not lines[i].startswith("$ "):
-            output.append(lines[i])
-            i += 1
-        while output and not output[-1].strip():
-            output.pop()
-        examples.append(Example(first_line + start, command, "\n".join(output)))
-    return examples
 
 
 def parse_doc(text):
@@ -177,45 +120,6 @@ def parse_doc(text):
     return [s for s in sections if any(kind == "block" for kind, *_ in s.items)]
 
 
-# --- comparing output ------------------------------------------------------------
-
-VOLATILE = [
-    (re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"'), '"<time>"'),
-    (re.compile(r'("remoteAddress": "[^"]*:)\d+"'), r'\1<port>"'),
-    (re.compile(r'("nodeId": )"[^"]*"'), r'\1"<node>"'),
-    (re.compile(r'^\s*"(uptimeSeconds|queuedBytes)": "\d+",?\n', re.M), ""),
-]
-ELISION = re.compile(r"[ \t]*\.\.\.[^\n]*?\.\.\.[ \t]*")
-
-
-def normalize(text):
-    text = text.rstrip("\n") + "\n"
-    for pattern, replacement in VOLATILE:
-        text = pattern.sub(replacement, text)
-    return text.rstrip("\n")
-
-
-def output_matches(expected, actual):
-    expected, actual = normalize(expected), normalize(actual)
-    if "..." not in expected:
-        return expected == actual
-    parts = ELISION.split(expected)
-    pattern = ".*?".join(re.escape(p) for p in parts)
-    return re.fullmatch(pattern, actual, re.S) is not None
-
-
-def expected_status(expected):
-    """The exit status the page implies: 0, or 64 + the code of its ERROR."""
-    m = re.search(r"^ERROR:\n  Code: (\w+)$", expected, re.M)
-    return 64 + GRPC_CODES[m.group(1)] if m else 0
-
-
-def diff(expected, actual):
-    return "\n".join(difflib.unified_diff(
-        normalize(expected).split("\n"), normalize(actual).split("\n"),
-        "docs/api.md (masked)", "actual (masked)", lineterm=""))
-
-
 # --- running a section ---------------------------------------------------------
 
 CONNECTION_ID_IN_COMMAND = re.compile(r'("connection_id"\s*:\s*")(\d+)(")')
@@ -234,12 +138,6 @@ class Node:
         addresses = self.server.ready_line()
         self.grpc, self.ws = addresses["grpc"], addresses["ws"]
 
-    def env(self, **extra):
-        env = dict(os.environ)
-        env["PATH"] = self.bin_dir + os.pathsep + env.get("PATH", "/usr/bin:/bin")
-        env.update(extra)
-        return env
-
     def substitute(self, command):
         command = command.replace(DOC_ADDRESS, self.grpc)
         return CONNECTION_ID_IN_COMMAND.sub(
@@ -250,19 +148,10 @@ class Node:
             lambda m: m.group(1) + self.ids.get(m.group(2), m.group(2)) + m.group(3), expected)
 
     async def start(self, command, **env):
-        return await asyncio.create_subprocess_exec(
-            "/bin/bash", "-c", command, cwd=self.cwd, env=self.env(**env),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+        return await start_command(command, self.cwd, self.bin_dir, **env)
 
     async def finish(self, proc, timeout):
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return None, "", f"(still running after {timeout}s; killed)"
-        return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        return await finish_command(proc, timeout)
 
     async def run(self, command, timeout=TIMEOUT):
         return await self.finish(await self.start(self.substitute(command)), timeout)
@@ -342,7 +231,7 @@ async def check_example(node, example, result, results):
     if example.expected:
         expected = node.substitute_output(example.expected)
         results.check(f"{name} (output)", output_matches(expected, actual),
-                      diff(expected, actual))
+                      diff(expected, actual, "docs/api.md"))
     if ok and code == 0 and "fanout.v1.Fanout/Disconnect" in example.command:
         await check_disconnect(node, example, results)
 
@@ -426,17 +315,6 @@ async def close_node(node, section, results):
     running = await node.close()
     if not results.check(f"[{section.title}] fanoutd ran through the section", running):
         print("--- fanoutd stderr ---\n" + node.server.stderr_text(), flush=True)
-
-
-def make_bin_dir(tmp):
-    """A directory with `grpcurl` running the stand-in, to put first on PATH."""
-    bin_dir = os.path.join(tmp, "bin")
-    os.mkdir(bin_dir)
-    path = os.path.join(bin_dir, "grpcurl")
-    with open(path, "w") as f:
-        f.write(f'#!/bin/sh\nexec /usr/bin/python3 "{STANDIN}" "$@"\n')
-    os.chmod(path, 0o755)
-    return bin_dir
 
 
 async def main_async(binary, results):

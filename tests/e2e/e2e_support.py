@@ -1,5 +1,6 @@
 """What the end-to-end tests in tests/e2e/ share: counting results, fanoutd on
-port 0, and loading the descriptors server reflection sends.
+port 0, loading the descriptors server reflection sends, and running the
+console examples of a page (README.md, docs/api.md) as written.
 
 Standard library only, so that every script here can import it whatever it
 needs itself. The scripts run as `/usr/bin/python3 tests/e2e/SCRIPT.py ...`
@@ -7,13 +8,22 @@ from any directory; each puts its own directory first on sys.path and imports
 this module from there.
 """
 
+import asyncio
+import difflib
 import json
+import os
 import queue
+import re
+import shlex
 import signal
 import subprocess
 import threading
+from dataclasses import dataclass
 
 TIMEOUT = 10.0  # seconds; bounds every single wait in a test
+GRPCURL_STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpcurl_standin.py")
+DOC_GRPC_ADDRESS = "127.0.0.1:50051"  # what the pages show: `make run`'s addresses
+DOC_WS_ADDRESS = "127.0.0.1:8080"
 
 
 class Results:
@@ -54,10 +64,10 @@ class Fatal(Exception):
 class Fanoutd:
     """fanoutd on port 0: reads its first stdout line, keeps its stderr."""
 
-    def __init__(self, binary, node_id, io_threads=2):
+    def __init__(self, binary, node_id, io_threads=2, extra_args=()):
         self.proc = subprocess.Popen(
             [binary, "--grpc_listen=127.0.0.1:0", "--ws_listen=127.0.0.1:0",
-             f"--node_id={node_id}", f"--io_threads={io_threads}"],
+             f"--node_id={node_id}", f"--io_threads={io_threads}", *extra_args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.stderr = []
         self._lines = queue.Queue()
@@ -148,3 +158,152 @@ def method_proto(files, method, error):
                 if m.name == method.name:
                     return m
     raise error(f"no descriptor for {method.full_name}")
+
+
+# --- console examples of a page ---------------------------------------------------
+# A page shows its examples as `console` code blocks: a `$ ` line (and its
+# continuation lines) is a command, the lines up to the next `$ ` are what it
+# prints. The tests run each command with bash, as written, with `grpcurl` on
+# the PATH being grpcurl_standin.py, and compare what it prints with the page.
+
+@dataclass
+class Example:
+    line: int          # 1-based line of the `$ ` in the page
+    command: str       # as typed, continuation lines included
+    expected: str      # what the page shows it printing ("" when nothing)
+
+
+def command_complete(text):
+    """Whether bash would run `text` as it stands, or wait for more lines."""
+    if text.rstrip().endswith(("\\", "|", "&&", "||")):
+        return False
+    try:
+        shlex.split(text, comments=False, posix=True)
+    except ValueError:  # an open quote
+        return False
+    return True
+
+
+HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][A-Za-z0-9_]*)\1")
+
+
+def parse_console_block(lines, first_line):
+    """Examples of one console block: `lines` are its content, `first_line` its number."""
+    examples = []
+    i = 0
+    while i < len(lines):
+        if not lines[i].startswith("$ "):
+            i += 1
+            continue
+        start = i
+        command = lines[i][2:]
+        i += 1
+        while not command_complete(command) and i < len(lines):
+            command += "\n" + lines[i]
+            i += 1
+        heredoc = HEREDOC.search(command)
+        if heredoc:
+            while i < len(lines):
+                command += "\n" + lines[i]
+                i += 1
+                if lines[i - 1] == heredoc.group(2):
+                    break
+        output = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            output.append(lines[i])
+            i += 1
+        while output and not output[-1].strip():
+            output.pop()
+        examples.append(Example(first_line + start, command, "\n".join(output)))
+    return examples
+
+
+GRPC_CODES = {  # grpc-go's names, as grpcurl prints them
+    "Canceled": 1, "Unknown": 2, "InvalidArgument": 3, "DeadlineExceeded": 4, "NotFound": 5,
+    "AlreadyExists": 6, "PermissionDenied": 7, "ResourceExhausted": 8,
+    "FailedPrecondition": 9, "Aborted": 10, "OutOfRange": 11, "Unimplemented": 12,
+    "Internal": 13, "Unavailable": 14, "DataLoss": 15, "Unauthenticated": 16,
+}
+
+# Before comparing, volatile values are masked on both sides: timestamps, the
+# port of `remoteAddress`, `nodeId`, and the lines `uptimeSeconds` and
+# `queuedBytes`. `...text...` in the page's output matches anything.
+VOLATILE = [
+    (re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"'), '"<time>"'),
+    (re.compile(r'("remoteAddress": "[^"]*:)\d+"'), r'\1<port>"'),
+    (re.compile(r'("nodeId": )"[^"]*"'), r'\1"<node>"'),
+    (re.compile(r'^\s*"(uptimeSeconds|queuedBytes)": "\d+",?\n', re.M), ""),
+]
+ELISION = re.compile(r"[ \t]*\.\.\.[^\n]*?\.\.\.[ \t]*")
+
+
+def normalize(text):
+    text = text.rstrip("\n") + "\n"
+    for pattern, replacement in VOLATILE:
+        text = pattern.sub(replacement, text)
+    return text.rstrip("\n")
+
+
+def output_matches(expected, actual):
+    expected, actual = normalize(expected), normalize(actual)
+    if "..." not in expected:
+        return expected == actual
+    parts = ELISION.split(expected)
+    pattern = ".*?".join(re.escape(p) for p in parts)
+    return re.fullmatch(pattern, actual, re.S) is not None
+
+
+def expected_status(expected):
+    """The exit status the page implies: 0, or 64 + the code of its ERROR."""
+    m = re.search(r"^ERROR:\n  Code: (\w+)$", expected, re.M)
+    return 64 + GRPC_CODES[m.group(1)] if m else 0
+
+
+def diff(expected, actual, doc):
+    """A unified diff of what `doc` shows and what ran, both masked."""
+    expected, actual = normalize(expected).split("\n"), normalize(actual).split("\n")
+    text = "\n".join(difflib.unified_diff(expected, actual, f"{doc} (masked)",
+                                          "actual (masked)", lineterm=""))
+    if [line.rstrip() for line in expected] == [line.rstrip() for line in actual]:
+        text += (f"\n(only trailing spaces differ: grpcurl prints an empty message as `{{`, "
+                 f"a line of two spaces, `}}`; an editor may have stripped them from {doc})")
+    return text
+
+
+def make_bin_dir(tmp):
+    """A directory in `tmp` with a `grpcurl` that runs grpcurl_standin.py, to
+    put first on PATH; returns its path."""
+    bin_dir = os.path.join(tmp, "bin")
+    os.mkdir(bin_dir)
+    path = os.path.join(bin_dir, "grpcurl")
+    with open(path, "w") as f:
+        f.write(f'#!/bin/sh\nexec /usr/bin/python3 "{GRPCURL_STANDIN}" "$@"\n')
+    os.chmod(path, 0o755)
+    return bin_dir
+
+
+async def run_command(command, cwd, bin_dir, timeout=TIMEOUT, **env):
+    """Runs `command` with bash in `cwd`, `bin_dir` first on PATH and `env` added.
+    Returns (exit status, stdout, stderr); the status is None, with a note in
+    stderr, for a command still running after `timeout` seconds (then killed)."""
+    return await finish_command(await start_command(command, cwd, bin_dir, **env), timeout)
+
+
+async def start_command(command, cwd, bin_dir, **env):
+    full_env = dict(os.environ)
+    full_env["PATH"] = bin_dir + os.pathsep + full_env.get("PATH", "/usr/bin:/bin")
+    full_env.update(env)
+    return await asyncio.create_subprocess_exec(
+        "/bin/bash", "-c", command, cwd=cwd, env=full_env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+
+
+async def finish_command(proc, timeout):
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return None, "", f"(still running after {timeout}s; killed)"
+    return proc.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")

@@ -1,31 +1,30 @@
 #!/usr/bin/python3
-"""e2e.reflection: the README's grpcurl session, driven through server reflection.
+"""e2e.reflection: the README's grpcurl session, as written, and what server
+reflection describes.
 
-grpcurl knows nothing about fanout but what server reflection tells it. This
-test holds itself to the same rule: it compiles only grpc.reflection.v1alpha
-(from /usr/share/grpc-proto), asks the server for the descriptors of every
-service, builds message classes from the FileDescriptorProtos it gets back, and
-then does what the README shows: list, describe, health check, publish (JSON
-request with a base64 payload, as grpcurl takes it) while a real WebSocket
-subscriber listens, GetStats, ListTopics, ListSubscribers, and a SIGTERM that
-closes the subscriber with 1001 and exits 0. The `list` and `describe` outputs
-it compares with are read from README.md's session itself.
-
-It also checks that reflection describes the whole API: every rpc of
-fanout.v1.Fanout with its types and streaming sides, and every message of
-proto/fanout/v1/fanout.proto field for field (the .proto, compiled with protoc,
-is used only as the reference to compare with, never to talk to the server).
+1. The session. The README's `console` blocks are run in order against a fresh
+   fanoutd, each command with bash as a reader would type it: `grpcurl` is
+   grpcurl_standin.py, which knows only what server reflection tells it and
+   prints what grpcurl 1.8.0 prints; `websocat URL` opens a real WebSocket
+   subscriber; the `json` blocks are the frames that subscriber must receive
+   next. What each command prints (and its exit status) must be what the
+   README shows, byte for byte but for the volatile values e2e_support masks
+   (addresses, ids, times). Then SIGTERM: the subscriber sees 1001, fanoutd
+   exits 0, as the README says.
+2. Reflection describes the whole API: every service the node lists resolves,
+   every rpc of fanout.v1.Fanout with its types and streaming sides, every
+   message of proto/fanout/v1/fanout.proto field for field (the .proto,
+   compiled with protoc, is only the reference to compare with, never used to
+   talk to the server).
 
 Usage: /usr/bin/python3 reflection_test.py path/to/fanoutd
 (Debian's grpcio, protobuf and websockets load only in /usr/bin/python3.)
 """
 
 import asyncio
-import base64
 import importlib
-import json
 import os
-import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -34,18 +33,20 @@ import tempfile
 
 import grpc
 import websockets
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_support  # noqa: E402
-from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
+from e2e_support import (DOC_GRPC_ADDRESS, DOC_WS_ADDRESS, TIMEOUT, Fanoutd, Fatal,  # noqa: E402
+                         Results, diff, expected_status, make_bin_dir, output_matches,
+                         parse_console_block, run_command)
 
 GRPC_PROTO_ROOT = "/usr/share/grpc-proto"
 REFLECTION_PROTO = "grpc/reflection/v1alpha/reflection.proto"
 GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-README = os.path.join(HERE, "..", "..", "README.md")
+README = os.path.normpath(os.path.join(HERE, "..", "..", "README.md"))
 PROTO_ROOT = os.path.join(HERE, "..", "..", "proto")
 FANOUT_PROTO = "fanout/v1/fanout.proto"
 
@@ -70,68 +71,105 @@ FANOUT_METHODS = {
 # The rpcs' messages, and the messages they contain.
 FANOUT_MESSAGES = sorted({t for m in FANOUT_METHODS.values() for t in m[:2]} | {
     "fanout.v1.Subscriber", "fanout.v1.TopicInfo"})
-# How grpcurl prints a message with a oneof (docs/api.md shows it).
-DESCRIBE_DISCONNECT_REQUEST = """\
-fanout.v1.DisconnectRequest is a message:
-message DisconnectRequest {
-  oneof target {
-    string connection_id = 1;
-    string user = 2;
-  }
-  uint32 code = 3;
-  string reason = 4;
-}"""
 REQUIRED_SERVICES = {"fanout.v1.Fanout", "grpc.health.v1.Health",
+                     "grpc.reflection.v1.ServerReflection",
                      "grpc.reflection.v1alpha.ServerReflection"}
+# What the README's session must at least show (the command after the address).
+README_MUST_SHOW = ["list", "describe fanout.v1.Fanout", "grpc.health.v1.Health/Check",
+                    "fanout.v1.Fanout/Publish", "fanout.v1.Fanout/GetStats",
+                    "fanout.v1.Fanout/ListTopics", "fanout.v1.Fanout/ListSubscribers"]
+EMPTY_RESPONSE = "{\n  \n}"  # grpcurl's empty message (grpcurl_standin.py says why)
 
 
-# --- the README ---------------------------------------------------------------
+# --- the README's session --------------------------------------------------------
 
-def readme_outputs():
-    """What the README's console blocks show each `grpcurl -plaintext ADDR ...` print.
-
-    Keyed by what follows the address, e.g. "describe fanout.v1.Fanout"; the
-    output runs to the next blank line or `$ ` line.
-    """
-    outputs = {}
-    lines = open(README, encoding="utf-8").read().split("\n")
-    in_console = False
+def readme_session(text):
+    """The session in page order: ("command", Example) for each `$ ` line of a
+    console block, ("frame", LINE, TEXT) for each line of a json block."""
+    items = []
+    lines = text.split("\n")
     i = 0
     while i < len(lines):
-        line = lines[i]
-        i += 1
-        if line.startswith("```"):
-            in_console = line.strip() == "```console"
-            continue
-        m = re.match(r"\$ grpcurl -plaintext 127\.0\.0\.1:50051 (.+)$", line)
-        if not (in_console and m):
-            continue
-        output = []
-        while i < len(lines) and lines[i].strip() and not lines[i].startswith(("$ ", "```")):
-            output.append(lines[i])
+        if lines[i].startswith("```"):
+            info = lines[i][3:].strip()
+            start = i + 1
             i += 1
-        outputs[m.group(1).strip()] = "\n".join(output)
-    return outputs
+            while i < len(lines) and not lines[i].startswith("```"):
+                i += 1
+            body = lines[start:i]
+            if info == "console":
+                items += [("command", e) for e in parse_console_block(body, start + 1)]
+            elif info == "json":
+                items += [("frame", start + 1 + k, line) for k, line in enumerate(body)
+                          if line.strip()]
+        i += 1
+    return items
 
 
-def reference_descriptors(tmp):
-    """proto/fanout/v1/fanout.proto compiled by protoc: what reflection must describe."""
-    out = os.path.join(tmp, "fanout_reference.pb")
-    subprocess.run(["protoc", f"-I{PROTO_ROOT}", "--include_imports",
-                    f"--descriptor_set_out={out}", os.path.join(PROTO_ROOT, FANOUT_PROTO)],
-                   check=True, timeout=TIMEOUT)
-    fds = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
-    return next(f for f in fds.file if f.name == FANOUT_PROTO)
+def grpcurl_target(command):
+    """What follows the address in `grpcurl -plaintext [-d ...] ADDR ...`, or None."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if "grpcurl" not in words or DOC_GRPC_ADDRESS not in words:
+        return None
+    return " ".join(words[words.index(DOC_GRPC_ADDRESS) + 1:])
 
 
-def message_shape(message_proto):
-    """A DescriptorProto's fields as comparable tuples (comments and options aside)."""
-    return [(f.name, f.number, f.label, f.type, f.type_name,
-             f.HasField("oneof_index") and message_proto.oneof_decl[f.oneof_index].name or "")
-            for f in sorted(message_proto.field, key=lambda f: f.number)]
+async def replay_readme(addresses, tmp, results):
+    """Runs the README's session; returns the subscriber it opened (or None)."""
+    session = readme_session(open(README, encoding="utf-8").read())
+    examples = [item[1] for item in session if item[0] == "command"]
+    shown = {grpcurl_target(e.command) for e in examples}
+    for target in README_MUST_SHOW:
+        results.check(f"README's session shows grpcurl ... {target}", target in shown,
+                      f"it shows {sorted(t for t in shown if t)}")
+    results.check("README's session shows a Publish that nobody receives (an empty response)",
+                  any(grpcurl_target(e.command) == "fanout.v1.Fanout/Publish"
+                      and e.expected == EMPTY_RESPONSE for e in examples))
+    bin_dir = make_bin_dir(tmp)
+    subscriber = None
+    for item in session:
+        if item[0] == "frame":
+            _, line, want = item
+            name = f"README.md:{line}: the subscriber receives {want}"
+            if subscriber is None:
+                results.check(name, False, "no subscriber has connected by this point")
+                continue
+            try:
+                got = await asyncio.wait_for(subscriber.recv(), TIMEOUT)
+            except asyncio.TimeoutError:
+                got = f"nothing within {TIMEOUT}s"
+            results.expect_eq(name, got, want)
+            continue
+        example = item[1]
+        name = f"README.md:{example.line}: {example.command.split(chr(10))[0][:90]}"
+        words = shlex.split(example.command)
+        if words[0] == "websocat":
+            # The reader's subscriber; a real WebSocket client stands in for websocat.
+            url = words[-1].replace(DOC_WS_ADDRESS, addresses["ws"])
+            try:
+                subscriber = await asyncio.wait_for(websockets.connect(url), TIMEOUT)
+                results.check(f"{name} (connected)", True)
+            except (OSError, asyncio.TimeoutError, websockets.WebSocketException) as e:
+                results.check(f"{name} (connected)", False, f"{type(e).__name__}: {e}")
+            continue
+        command = example.command.replace(DOC_GRPC_ADDRESS, addresses["grpc"])
+        code, out, err = await run_command(command, tmp, bin_dir)
+        if code is None:
+            results.check(name, False, err)
+            continue
+        want_status = expected_status(example.expected)
+        results.check(f"{name} (exit status)", code == want_status,
+                      f"exit status {code}, want {want_status}; stderr: {err!r}")
+        results.check(f"{name} (output)", output_matches(example.expected, out + err),
+                      "\n" + diff(example.expected, out + err, "README.md"))
+    results.check("README's session connects a subscriber", subscriber is not None)
+    return subscriber
 
 
-# --- reflection ---------------------------------------------------------------
+# --- server reflection -----------------------------------------------------------
 
 def compile_reflection_proto(tmp):
     """Generates the reflection stubs into `tmp` and imports them.
@@ -200,72 +238,21 @@ class ReflectionClient:
                     if m.name == message.name)
 
 
-class DynamicCaller:
-    """Unary calls with JSON in and JSON out, typed only by reflection."""
-
-    def __init__(self, channel, reflection):
-        self.channel = channel
-        self.reflection = reflection
-
-    def call(self, method_path, request_json):
-        service_name, method_name = method_path.split("/")
-        service = self.reflection.pool.FindServiceByName(service_name)
-        method = service.methods_by_name[method_name]
-        request_class = self.reflection.message_class(method.input_type.full_name)
-        response_class = self.reflection.message_class(method.output_type.full_name)
-        request = json_format.Parse(request_json, request_class())
-        rpc = self.channel.unary_unary(f"/{service_name}/{method_name}",
-                                       request_serializer=request_class.SerializeToString,
-                                       response_deserializer=response_class.FromString)
-        response = rpc(request, timeout=TIMEOUT)
-        # grpcurl's rendering: proto3 JSON, lowerCamelCase names, two-space indent.
-        return json_format.MessageToJson(response, indent=2)
+def reference_descriptors(tmp):
+    """proto/fanout/v1/fanout.proto compiled by protoc: what reflection must describe."""
+    out = os.path.join(tmp, "fanout_reference.pb")
+    subprocess.run(["protoc", f"-I{PROTO_ROOT}", "--include_imports",
+                    f"--descriptor_set_out={out}", os.path.join(PROTO_ROOT, FANOUT_PROTO)],
+                   check=True, timeout=TIMEOUT)
+    fds = descriptor_pb2.FileDescriptorSet.FromString(open(out, "rb").read())
+    return next(f for f in fds.file if f.name == FANOUT_PROTO)
 
 
-# grpcurl prints descriptors with protoreflect's protoprint (compact, elements
-# sorted, fully qualified type names); for services and flat messages like these
-# that comes down to the two functions below.
-def describe_service(service, reflection):
-    """grpcurl-style text of a service: methods sorted, fully qualified types,
-    `stream` before a streamed side."""
-    lines = [f"{service.full_name} is a service:", f"service {service.name} {{"]
-    for m in sorted(service.methods, key=lambda m: m.name):
-        proto = reflection.method_proto(m)
-        request = ("stream " if proto.client_streaming else "") + "." + m.input_type.full_name
-        response = ("stream " if proto.server_streaming else "") + "." + m.output_type.full_name
-        lines.append(f"  rpc {m.name} ( {request} ) returns ( {response} );")
-    lines.append("}")
-    return "\n".join(lines)
-
-
-SCALAR_TYPE_NAMES = {getattr(descriptor_pb2.FieldDescriptorProto, n): n[5:].lower()
-                     for n in descriptor_pb2.FieldDescriptorProto.Type.keys()}
-
-
-def describe_message(message):
-    """grpcurl-style text of a message: fields by number, a oneof at its
-    smallest field number, fully qualified types."""
-    def field_line(f):
-        if f.message_type is not None:
-            type_name = f".{f.message_type.full_name}"
-        elif f.enum_type is not None:
-            type_name = f".{f.enum_type.full_name}"
-        else:
-            type_name = SCALAR_TYPE_NAMES[f.type]
-        label = "repeated " if f.label == f.LABEL_REPEATED else ""
-        return f"{label}{type_name} {f.name} = {f.number};"
-
-    items = [(f.number, [f"  {field_line(f)}"])
-             for f in message.fields if f.containing_oneof is None]
-    for oneof in message.oneofs:
-        body = [f"  oneof {oneof.name} {{"]
-        body += [f"    {field_line(f)}" for f in sorted(oneof.fields, key=lambda f: f.number)]
-        items.append((min(f.number for f in oneof.fields), body + ["  }"]))
-    lines = [f"{message.full_name} is a message:", f"message {message.name} {{"]
-    for _, body in sorted(items, key=lambda item: item[0]):
-        lines += body
-    lines.append("}")
-    return "\n".join(lines)
+def message_shape(message_proto):
+    """A DescriptorProto's fields as comparable tuples (comments and options aside)."""
+    return [(f.name, f.number, f.label, f.type, f.type_name,
+             f.HasField("oneof_index") and message_proto.oneof_decl[f.oneof_index].name or "")
+            for f in sorted(message_proto.field, key=lambda f: f.number)]
 
 
 def unresolved_fields(message, seen):
@@ -283,7 +270,7 @@ def unresolved_fields(message, seen):
     return missing
 
 
-# --- the session --------------------------------------------------------------
+# --- the test ----------------------------------------------------------------------
 
 async def session(binary, tmp, results):
     pb2, pb2_grpc = compile_reflection_proto(tmp)
@@ -300,27 +287,43 @@ async def run_session(server, pb2, pb2_grpc, results, tmp):
     addresses = server.ready_line()
     results.check("ready line names both ports",
                   set(addresses) == {"grpc", "ws"}, f"got {addresses!r}")
-    grpc_address, ws_address = addresses["grpc"], addresses["ws"]
-    channel = grpc.insecure_channel(grpc_address)
+    workdir = os.path.join(tmp, "session")
+    os.mkdir(workdir)
+    subscriber = await replay_readme(addresses, workdir, results)
+
+    channel = grpc.insecure_channel(addresses["grpc"])
     grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+    check_reflection(ReflectionClient(channel, pb2, pb2_grpc), tmp, results)
 
-    readme = readme_outputs()
-    for command in ("list", "describe fanout.v1.Fanout", "describe fanout.v1.PublishRequest"):
-        results.check(f"README shows `grpcurl ... {command}` and its output",
-                      bool(readme.get(command)), f"found: {sorted(readme)}")
+    # SIGTERM: the subscriber sees 1001, the process exits 0. The gRPC channel
+    # is closed first, as the README's grpcurl commands have all exited by then:
+    # an idle Python channel does not act on the server's GOAWAY, and the
+    # server would wait seconds for that connection to go.
+    channel.close()
+    server.proc.send_signal(signal.SIGTERM)
+    if subscriber is not None:
+        try:
+            await asyncio.wait_for(subscriber.wait_closed(), TIMEOUT)
+            results.expect_eq("subscriber closed with 1001 on SIGTERM", subscriber.close_code,
+                              1001)
+        except asyncio.TimeoutError:
+            results.check("subscriber closed with 1001 on SIGTERM", False,
+                          f"still open after {TIMEOUT}s")
+    try:
+        code = await asyncio.to_thread(server.proc.wait, TIMEOUT)
+        results.expect_eq("fanoutd exits 0 on SIGTERM", code, 0)
+    except subprocess.TimeoutExpired:
+        results.check("fanoutd exits 0 on SIGTERM", False, f"still running after {TIMEOUT}s")
 
-    # grpcurl list
-    reflection = ReflectionClient(channel, pb2, pb2_grpc)
+
+def check_reflection(reflection, tmp, results):
+    # grpcurl list / describe: every listed service resolves. The health service
+    # resolves only if fanoutd carries grpc/health/v1/health.proto's descriptor
+    # (proto/CMakeLists.txt compiles it in for this reason), the reflection
+    # services only if it carries theirs.
     services = reflection.list_services()
-    results.expect_eq("list: the services the README shows", sorted(services),
-                      readme.get("list", "").split("\n"))
     results.expect_eq("list: the services fanoutd must serve", sorted(services),
                       sorted(REQUIRED_SERVICES))
-
-    # grpcurl describe: every listed service resolves, Fanout completely. The
-    # health service resolves only if fanoutd carries grpc/health/v1/health.proto's
-    # descriptor (proto/CMakeLists.txt compiles it in for this reason); gRPC's
-    # built-in health service registers none of its own.
     for name in sorted(services):
         try:
             reflection.load_symbol(name)
@@ -329,9 +332,6 @@ async def run_session(server, pb2, pb2_grpc, results, tmp):
         except (Fatal, KeyError) as e:
             results.check(f"describe {name}", False, str(e))
     fanout = reflection.pool.FindServiceByName("fanout.v1.Fanout")
-    results.expect_eq("describe fanout.v1.Fanout prints what the README shows",
-                      describe_service(fanout, reflection),
-                      readme.get("describe fanout.v1.Fanout"))
     methods = {}
     for m in fanout.methods:
         proto = reflection.method_proto(m)
@@ -350,14 +350,6 @@ async def run_session(server, pb2, pb2_grpc, results, tmp):
             reflection.message_class(message.full_name)
     results.check("every message of fanout.v1.Fanout resolves, fields included",
                   not missing, f"unresolved: {missing}")
-    results.expect_eq("describe fanout.v1.PublishRequest prints what the README shows",
-                      describe_message(
-                          reflection.pool.FindMessageTypeByName("fanout.v1.PublishRequest")),
-                      readme.get("describe fanout.v1.PublishRequest"))
-    results.expect_eq("describe fanout.v1.DisconnectRequest: the oneof target",
-                      describe_message(
-                          reflection.pool.FindMessageTypeByName("fanout.v1.DisconnectRequest")),
-                      DESCRIBE_DISCONNECT_REQUEST)
 
     # Every message of the .proto, as `describe MESSAGE` asks for it: by its own
     # symbol, with the same fields, numbers, types, labels and oneofs.
@@ -386,130 +378,6 @@ async def run_session(server, pb2, pb2_grpc, results, tmp):
     results.expect_eq("Subscriber.connected_at is a google.protobuf.Timestamp",
                       subscriber.fields_by_name["connected_at"].message_type.full_name,
                       "google.protobuf.Timestamp")
-
-    caller = DynamicCaller(channel, reflection)
-
-    # grpcurl ... grpc.health.v1.Health/Check
-    serving = '{\n  "status": "SERVING"\n}'
-    for name, request in (("health check of the server", "{}"),
-                          ("health check of fanout.v1.Fanout", '{"service":"fanout.v1.Fanout"}')):
-        try:
-            results.expect_eq(name, caller.call("grpc.health.v1.Health/Check", request), serving)
-        except (KeyError, grpc.RpcError) as e:  # KeyError: reflection did not describe Health
-            results.check(name, False, f"{type(e).__name__}: {e}")
-
-    # A browser (here: websockets) listens on "news" while grpcurl publishes.
-    ws = await asyncio.wait_for(
-        websockets.connect(f"ws://{ws_address}/ws?topics=news"), TIMEOUT)
-    await publish_and_query(caller, ws, results)
-
-    # SIGTERM: the subscriber sees 1001, the process exits 0. The gRPC channel
-    # is closed first, as the README's grpcurl commands have all exited by then:
-    # an idle Python channel does not act on the server's GOAWAY, and the
-    # server would wait seconds for that connection to go.
-    channel.close()
-    server.proc.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(ws.wait_closed(), TIMEOUT)
-        results.expect_eq("subscriber closed with 1001 on SIGTERM", ws.close_code, 1001)
-    except asyncio.TimeoutError:
-        results.check("subscriber closed with 1001 on SIGTERM", False,
-                      f"still open after {TIMEOUT}s")
-    try:
-        code = await asyncio.to_thread(server.proc.wait, TIMEOUT)
-        results.expect_eq("fanoutd exits 0 on SIGTERM", code, 0)
-    except subprocess.TimeoutExpired:
-        results.check("fanoutd exits 0 on SIGTERM", False, f"still running after {TIMEOUT}s")
-
-
-async def receive(ws):
-    return await asyncio.wait_for(ws.recv(), TIMEOUT)
-
-
-async def publish_and_query(caller, ws, results):
-    local_host, local_port = ws.local_address[:2]
-
-    # JSON payload: the subscriber gets it as "data".
-    payload = base64.b64encode(b'{"msg":"hello"}').decode()
-    results.expect_eq("README base64 of {\"msg\":\"hello\"}", payload, "eyJtc2ciOiJoZWxsbyJ9")
-    response = caller.call("fanout.v1.Fanout/Publish",
-                           json.dumps({"topic": "news", "payload": payload}))
-    results.expect_eq("Publish JSON payload: response",
-                      response, '{\n  "seq": "1",\n  "subscribers": "1"\n}')
-    results.expect_eq("Publish JSON payload: subscriber frame",
-                      await receive(ws), '{"topic":"news","seq":1,"data":{"msg":"hello"}}')
-
-    # Text payload: the subscriber gets it as "text".
-    response = caller.call("fanout.v1.Fanout/Publish",
-                           '{"topic":"news","payload":"aGVsbG8="}')
-    results.expect_eq("Publish text payload: response",
-                      response, '{\n  "seq": "2",\n  "subscribers": "1"\n}')
-    results.expect_eq("Publish text payload: subscriber frame",
-                      await receive(ws), '{"topic":"news","seq":2,"text":"hello"}')
-
-    # The README's GetStats, taken at this point of its session.
-    stats = json.loads(caller.call("fanout.v1.Fanout/GetStats", "{}"))
-    stats.pop("uptimeSeconds", None)
-    results.expect_eq("GetStats after the README's two publishes", stats, {
-        "nodeId": "e2e-reflection", "connections": "1", "topics": "1", "subscriptions": "1",
-        "messagesIn": "2", "bytesIn": "20", "messagesOut": "2", "bytesOut": "90"})
-
-    # Binary payload: the subscriber gets it back as "b64".
-    response = caller.call("fanout.v1.Fanout/Publish", '{"topic":"news","payload":"3q2+7w=="}')
-    results.expect_eq("Publish binary payload: response",
-                      response, '{\n  "seq": "3",\n  "subscribers": "1"\n}')
-    results.expect_eq("Publish binary payload: subscriber frame",
-                      await receive(ws), '{"topic":"news","seq":3,"b64":"3q2+7w=="}')
-
-    # No subscriber: grpcurl prints an empty object (seq and subscribers are 0).
-    results.expect_eq("Publish to a topic nobody follows",
-                      caller.call("fanout.v1.Fanout/Publish",
-                                  '{"topic":"sports","payload":"aGVsbG8="}'), "{}")
-
-    # A bad topic is INVALID_ARGUMENT, and the node keeps serving.
-    try:
-        caller.call("fanout.v1.Fanout/Publish", '{"topic":"no spaces","payload":""}')
-        results.check("Publish with a bad topic fails", False, "it succeeded")
-    except grpc.RpcError as e:
-        results.expect_eq("Publish with a bad topic: status", e.code(),
-                          grpc.StatusCode.INVALID_ARGUMENT)
-        results.expect_eq("Publish with a bad topic: message", e.details(),
-                          "topic has a character outside [A-Za-z0-9_.:@/-] at byte 2")
-
-    # Broadcast reaches every connection, whatever its topics.
-    response = caller.call("fanout.v1.Fanout/Broadcast", '{"payload":"eyJtYWludGVuYW5jZSI6dHJ1ZX0="}')
-    results.expect_eq("Broadcast: response",
-                      response, '{\n  "seq": "1",\n  "connections": "1"\n}')
-    results.expect_eq("Broadcast: subscriber frame",
-                      await receive(ws), '{"broadcast":true,"seq":1,"data":{"maintenance":true}}')
-
-    stats = json.loads(caller.call("fanout.v1.Fanout/GetStats", "{}"))
-    stats.pop("uptimeSeconds", None)  # 0 (omitted) or a few seconds
-    results.expect_eq("GetStats at the end", stats, {
-        "nodeId": "e2e-reflection", "connections": "1", "topics": "1", "subscriptions": "1",
-        "messagesIn": "5", "bytesIn": str(15 + 5 + 4 + 5 + 20),  # the bad topic is not counted
-        "messagesOut": "4",
-        "bytesOut": str(sum(2 + len(f) for f in (
-            '{"topic":"news","seq":1,"data":{"msg":"hello"}}',
-            '{"topic":"news","seq":2,"text":"hello"}',
-            '{"topic":"news","seq":3,"b64":"3q2+7w=="}',
-            '{"broadcast":true,"seq":1,"data":{"maintenance":true}}'))),
-    })
-
-    results.expect_eq("ListTopics", caller.call("fanout.v1.Fanout/ListTopics", "{}"),
-                      '{\n  "topics": [\n    {\n      "topic": "news",\n'
-                      '      "subscribers": "1"\n    }\n  ]\n}')
-
-    listed = json.loads(caller.call("fanout.v1.Fanout/ListSubscribers", '{"topic":"news"}'))
-    subs = listed.get("subscribers", [])
-    results.expect_eq("ListSubscribers: one subscriber, no next page",
-                      (len(subs), "nextPageToken" in listed), (1, False))
-    if subs:
-        results.expect_eq("ListSubscribers: the subscriber's id and address",
-                          (subs[0].get("connectionId"), subs[0].get("remoteAddress")),
-                          ("1", f"{local_host}:{local_port}"))
-        results.check("ListSubscribers: connectedAt is an RFC 3339 time",
-                      subs[0].get("connectedAt", "").endswith("Z"), f"got {subs[0]!r}")
 
 
 def main():
