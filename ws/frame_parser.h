@@ -60,8 +60,8 @@ class WsFrameParser {
   bool stopped() const { return stopped_; }
   // True when no partial frame or message is held.
   bool idle() const { return !in_frame_ && header_len_ == 0 && !in_message_; }
-  // Bytes held for partial messages (capacity, for memory accounting).
-  size_t held_bytes() const { return message_.capacity() + control_.capacity(); }
+  // Heap bytes held for partial frames and messages.
+  size_t held_bytes() const { return HeapBytes(message_) + HeapBytes(control_); }
 
  private:
   enum Opcode : uint8_t {
@@ -84,6 +84,9 @@ class WsFrameParser {
   void HandleControl(absl::string_view payload, Handler* handler);
   void Fail(uint16_t code, absl::string_view reason, Handler* handler);
   void ResetMessage();
+  static size_t HeapBytes(const std::string& s) {
+    return s.capacity() > std::string().capacity() ? s.capacity() : 0;
+  }
 
   const size_t max_message_bytes_;
   bool stopped_ = false;
