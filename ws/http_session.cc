@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "ws/front_end.h"
 #include "ws/io_threads.h"
+#include "ws/web_assets.h"
 #include "ws/ws_session.h"
 
 namespace fanout {
@@ -71,6 +72,9 @@ void HttpSession::OnRead(beast::error_code ec) {
     if (front_end_->hooks().metrics) front_end_->hooks().metrics(&text);
     front_end_->AppendMetrics(&text);
     return Respond(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
+  }
+  if (auto asset = front_end_->options().demo ? FindWebAsset(path) : std::nullopt) {
+    return Respond(200, std::string(asset->body), asset->content_type, asset->cross_origin);
   }
   Respond(404, "not found: try /ws, /healthz or /metrics\n");
 }
@@ -140,10 +144,12 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
   session->Accept(std::move(req), std::move(topics));
 }
 
-void HttpSession::Respond(unsigned status, std::string body, const char* content_type) {
+void HttpSession::Respond(unsigned status, std::string body, const char* content_type,
+                          bool cross_origin) {
   response_ = std::make_shared<Response>(static_cast<http::status>(status), 11);
   response_->set(http::field::server, "fanout");
   response_->set(http::field::content_type, content_type);
+  if (cross_origin) response_->set(http::field::access_control_allow_origin, "*");
   response_->set(http::field::connection, "close");
   response_->body() = std::move(body);
   response_->prepare_payload();

@@ -20,9 +20,10 @@ class WsFrontEnd;
 struct IoThread;
 
 // Reads one HTTP request and routes it: /ws upgrades to a WsSession (after
-// validating topics, origin and limits), /healthz and /metrics answer and
-// close. Lives only until the request is answered or upgraded, so an open
-// WebSocket carries none of its buffers.
+// validating topics, origin and limits), /healthz, /metrics and the files
+// embedded in the binary (/client/fanout.js, /demo) answer and close. Lives
+// only until the request is answered or upgraded, so an open WebSocket
+// carries none of its buffers.
 // Thread: confined to its IoThread.
 class HttpSession : public std::enable_shared_from_this<HttpSession> {
  public:
@@ -36,7 +37,9 @@ class HttpSession : public std::enable_shared_from_this<HttpSession> {
   void OnRead(boost::beast::error_code ec);
   // `target` views `req`'s target, parsed once by OnRead.
   void HandleUpgrade(Request& req, const boost::urls::url_view& target);
-  void Respond(unsigned status, std::string body, const char* content_type = "text/plain");
+  // `cross_origin`: let pages of any origin read the response.
+  void Respond(unsigned status, std::string body, const char* content_type = "text/plain",
+               bool cross_origin = false);
 
   boost::asio::ip::tcp::socket socket_;
   WsFrontEnd* const front_end_;
