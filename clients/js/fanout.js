@@ -332,15 +332,18 @@ export class FanoutClient {
         this.#sendRaw({ op: "unsubscribe", topic });
       }
     }
-    this.#setState("open", {});
-    for (const topic of this.#live) this.#emit("subscribed", { topic });
+    // Open before the listeners hear of it, so that requests go out at once;
+    // the events come last because a listener may close the client.
+    const ws = this.#ws;
+    const inUrl = [...this.#live];
+    this.#state = "open";
     for (const topic of this.#topics.keys()) {
       if (!this.#live.has(topic)) this.#sendSubscribe(topic);
     }
     for (const entry of this.#pending.values()) {
       if (!entry.sent) {
         entry.sent = true;
-        this.#ws.send(entry.frame);
+        ws.send(entry.frame);
       }
     }
     this.#stableTimer = setTimeout(() => (this.#attempt = 0), this.#opts.stableAfterMs);
@@ -348,6 +351,10 @@ export class FanoutClient {
       this.#heartbeatTimer = setInterval(() => this.#heartbeat(), this.#opts.heartbeatMs);
     }
     this.#scheduleRefresh(token);
+    this.#emit("state", "open", {});
+    for (const topic of inUrl) {
+      if (ws === this.#ws && this.#topics.has(topic)) this.#emit("subscribed", { topic });
+    }
   }
 
   #onMessage(raw) {

@@ -288,3 +288,16 @@ test("broadcast gaps are reported with topic null, backwards included", async ()
   assert.deepEqual(seen, [5, 6, 1]);
   assert.deepEqual(gaps, [{ topic: null, expected: 7, got: 1 }]);
 });
+
+test("a listener may close the client from inside an event", async () => {
+  const { c, sockets, states } = client({ topics: ["a"] });
+  c.subscribe("b", () => {});
+  c.on("state", (s) => s === "open" && c.close());
+  await settle();
+  sockets[0].open();
+  assert.deepEqual(sockets[0].closedWith, { code: 1000, reason: "client closed" });
+  assert.deepEqual(states.map(([s]) => s), ["connecting", "open", "closed"]);
+  mock.timers.tick(60000);
+  await settle();
+  assert.equal(sockets.length, 1);
+});
