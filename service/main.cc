@@ -59,6 +59,7 @@ ABSL_FLAG(absl::Duration, idle_timeout, absl::Seconds(60),
           "Close a connection silent for this long (pinged at half of it)");
 ABSL_FLAG(std::vector<std::string>, allowed_origins, {},
           "Comma-separated Origin values allowed to connect (empty: any)");
+ABSL_FLAG(bool, demo, true, "Serve the browser library at /client/fanout.js and the demo page at /demo");
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "On SIGTERM, how long to wait for WebSocket closes and gRPC calls");
 ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error, off");
@@ -76,7 +77,7 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
       "max_subscriptions_per_connection", "max_topic_length",
       "max_payload_bytes", "max_outbound_queue_bytes", "max_inbound_message_bytes",
       "client_messages_per_second", "client_message_burst", "handshake_timeout",
-      "idle_timeout", "allowed_origins", "drain_timeout", "log_level"};
+      "idle_timeout", "allowed_origins", "demo", "drain_timeout", "log_level"};
   for (const char* name : kNames) {
     std::string env = absl::StrCat("FANOUT_", absl::AsciiStrToUpper(name));
     if (const char* value = std::getenv(env.c_str())) storage->push_back(absl::StrCat("--", name, "=", value));
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
     Die("--handshake_timeout and --idle_timeout must be positive");
   }
   options.ws.allowed_origins = absl::GetFlag(FLAGS_allowed_origins);
+  options.ws.demo = absl::GetFlag(FLAGS_demo);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
 
   // Block the stop signals in every thread; main waits for them below.

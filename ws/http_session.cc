@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "ws/front_end.h"
 #include "ws/io_threads.h"
+#include "ws/web_assets.h"
 #include "ws/ws_session.h"
 
 namespace fanout {
@@ -152,19 +153,26 @@ void HttpSession::OnRead(beast::error_code ec) {
     front_end_->AppendMetrics(&text);
     return Respond(200, std::move(text), "text/plain; version=0.0.4; charset=utf-8");
   }
-  Respond(404, "not found: try /ws, /healthz or /metrics\n");
+  if (auto asset = front_end_->options().demo ? FindWebAsset(path) : std::nullopt) {
+    // The library may be imported by pages of any origin.
+    return Respond(200, std::string(asset->body), asset->content_type,
+                   asset->cross_origin ? Header{"Access-Control-Allow-Origin", "*"} : Header{});
+  }
+  Respond(404, front_end_->options().demo
+                   ? "not found: try /ws, /healthz, /metrics, /demo or /client/fanout.js\n"
+                   : "not found: try /ws, /healthz or /metrics\n");
 }
 
 void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& target) {
   if (!beast::websocket::is_upgrade(req)) {
     front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
     return Respond(426, "this endpoint speaks WebSocket: send an Upgrade request\n", "text/plain",
-                   "Sec-WebSocket-Version", "13");
+                   {"Sec-WebSocket-Version", "13"});
   }
   if (req[http::field::sec_websocket_version] != "13") {
     front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
     return Respond(426, "unsupported Sec-WebSocket-Version: this server speaks 13\n", "text/plain",
-                   "Sec-WebSocket-Version", "13");
+                   {"Sec-WebSocket-Version", "13"});
   }
   auto key_field = req[http::field::sec_websocket_key];
   absl::string_view key(key_field.data(), key_field.size());
@@ -250,12 +258,12 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
 }
 
 void HttpSession::Respond(unsigned status, std::string body, const char* content_type,
-                          const char* extra_header, const char* extra_value) {
+                          Header extra) {
   response_ = std::make_shared<Response>(static_cast<http::status>(status), 11);
   response_->set(http::field::server, "fanout");
   response_->set(http::field::content_type, content_type);
   response_->set(http::field::connection, "close");
-  if (extra_header) response_->set(extra_header, extra_value);
+  if (extra.name) response_->set(extra.name, extra.value);
   response_->body() = std::move(body);
   response_->prepare_payload();
   response_->keep_alive(false);

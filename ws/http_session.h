@@ -21,9 +21,10 @@ class WsFrontEnd;
 struct IoThread;
 
 // Reads one HTTP request and routes it: /ws upgrades to a WsSession (after
-// validating the handshake, topics, origin and limits), /healthz and /metrics
-// answer and close. Lives only until the request is answered or upgraded, so
-// an open WebSocket carries none of its buffers.
+// validating the handshake, topics, origin and limits); /healthz, /metrics and
+// the files embedded in the binary (/client/fanout.js, /demo) answer and close.
+// Lives only until the request is answered or upgraded, so an open WebSocket
+// carries none of its buffers.
 //
 // A handshake in progress counts against --max_pending_handshakes (per I/O
 // thread, its even share) from accept until answered or upgraded; at the
@@ -53,8 +54,13 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, private Ti
   void OnRead(boost::beast::error_code ec);
   // `target` views `req`'s target, parsed once by OnRead.
   void HandleUpgrade(Request& req, const boost::urls::url_view& target);
+  // One more response header, when `name` is set.
+  struct Header {
+    const char* name = nullptr;
+    const char* value = nullptr;
+  };
   void Respond(unsigned status, std::string body, const char* content_type = "text/plain",
-               const char* extra_header = nullptr, const char* extra_value = nullptr);
+               Header extra = {});
   // No longer a handshake in progress. Idempotent.
   void Leave();
   // Gives up on the client: closes the socket. The pending operation ends.

@@ -42,6 +42,8 @@ struct WsOptions {
   absl::Duration idle_timeout = absl::Seconds(60);
   // Values accepted in the Origin header; empty accepts any origin.
   std::vector<std::string> allowed_origins;
+  // Serve the browser library at /client/fanout.js and the demo page at /demo.
+  bool demo = true;
 };
 
 }  // namespace fanout
