@@ -35,8 +35,9 @@
 #include "bench/system.h"
 
 ABSL_FLAG(std::string, scenario, "",
-          "What to measure: fanout, many-topics, idle, connect, publish, slow, large, or echo "
-          "(the client against a trivial in-process server)");
+          "What to measure: fanout, many-topics, idle, connect, publish, slow, large, soak (everything "
+          "an outside party can do at once, checking nothing accepted is lost: docs/reliability.md), "
+          "or echo (the client against a trivial in-process server)");
 ABSL_FLAG(bool, self_test, false, "Same as --scenario=echo: shows how fast the client can receive");
 ABSL_FLAG(std::string, fanoutd, "", "fanoutd to start (default: ../service/fanoutd next to this binary)");
 ABSL_FLAG(int, server_cpu, 0, "CPU the started server (or the echo server) is pinned to; -1: not pinned");
@@ -56,7 +57,7 @@ ABSL_FLAG(int, server_pid, 0, "PID of the running server, for its CPU and RSS fi
 ABSL_FLAG(int64_t, subscribers, -1,
           "WebSocket connections; 0: as many as the open-files limit allows; -1: scenario default "
           "(fanout 10000, many-topics and idle: max, connect 10000, publish 1, slow 10000, large 1000, "
-          "echo 10000)");
+          "echo 10000, soak 200 well-behaved subscribers)");
 ABSL_FLAG(int64_t, subscribers_per_topic, -1,
           "Subscribers per topic; 0: all on one topic; -1: scenario default (many-topics and connect 10, "
           "idle 1, others 0)");
@@ -130,6 +131,7 @@ const std::map<std::string, ScenarioDefaults>& Defaults() {
       {"slow", {10000, 0, 5, 4096, 4096, 16384}},
       {"large", {1000, 0, 20, 65536, 65536, 0}},
       {"echo", {10000, 0, 0, 64, 4096, 0}},
+      {"soak", {200, 0, 0, 64, 4096, 262144}},
   };
   return *defaults;
 }
@@ -234,6 +236,7 @@ JsonObject FlagsJson() {
 }
 
 absl::Duration AutoTimeout(const BenchConfig& c) {
+  if (c.scenario == "soak") return c.duration + absl::Minutes(5);
   int phases = c.scenario == "publish" ? 3 : (c.scenario == "slow" ? 2 : 1);
   absl::Duration phase = c.warmup + c.duration + c.drain_timeout + absl::Seconds(5);
   absl::Duration connect = absl::Seconds(30) + absl::Seconds(static_cast<double>(c.subscribers) / 500);
@@ -258,7 +261,7 @@ int main(int argc, char** argv) {
   using namespace fanout;
   absl::SetProgramUsageMessage(
       "fanout-bench: load generator for fanoutd.\n"
-      "Usage: fanout-bench --scenario=fanout|many-topics|idle|connect|publish|slow|large|echo [flags]\n"
+      "Usage: fanout-bench --scenario=fanout|many-topics|idle|connect|publish|slow|large|soak|echo [flags]\n"
       "Starts fanoutd pinned to --server_cpu (or uses --grpc/--ws), runs from --client_cpu, prints a\n"
       "summary on stderr and one JSON line on stdout, appended to --results.");
   absl::FlagsUsageConfig usage;
@@ -321,6 +324,16 @@ int main(int argc, char** argv) {
       size_t fits = config.server_queue_bytes > 400 ? (config.server_queue_bytes - 400) / 4 * 3 : 0;
       options.args.push_back(
           absl::StrCat("--max_payload_bytes=", std::max(fits, config.payload_bytes)));
+    }
+    if (scenario == "soak") {
+      // Timeouts short enough that idle clients and half-sent handshakes end
+      // within the run, and budgets small enough that bursts reach them.
+      for (const char* a : {"--idle_timeout=4s", "--handshake_timeout=2s",
+                            "--max_pending_publish_bytes=8388608", "--max_pending_handshakes=400",
+                            "--client_messages_per_second=200", "--client_message_burst=400",
+                            "--max_watch_queue_messages=1000"}) {
+        options.args.push_back(a);
+      }
     }
     for (const auto& a : absl::GetFlag(FLAGS_server_args)) options.args.push_back(a);
     options.log_path = absl::GetFlag(FLAGS_server_log);

@@ -13,6 +13,7 @@
 #include "bench/echo_server.h"
 #include "bench/histogram.h"
 #include "bench/publisher.h"
+#include "bench/soak.h"
 #include "bench/system.h"
 #include "bench/ws_client.h"
 
@@ -736,7 +737,7 @@ absl::Status RunEcho(const BenchConfig& c, JsonObject* figures, Log* log) {
 
 const std::vector<std::string>& ScenarioNames() {
   static const auto* names = new std::vector<std::string>{
-      "fanout", "many-topics", "idle", "connect", "publish", "slow", "large", "echo"};
+      "fanout", "many-topics", "idle", "connect", "publish", "slow", "large", "soak", "echo"};
   return *names;
 }
 
@@ -750,6 +751,7 @@ absl::Status RunScenario(const BenchConfig& config, const Target& target, JsonOb
   if (s == "connect") return RunConnect(config, target, figures, &log);
   if (s == "publish") return RunPublish(config, target, figures, &log);
   if (s == "echo") return RunEcho(config, figures, &log);
+  if (s == "soak") return RunSoak(config, target, figures, summary);
   return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", s, "'; one of: ",
                                                  absl::StrJoin(ScenarioNames(), ", ")));
 }

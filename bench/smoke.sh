@@ -51,4 +51,7 @@ run publish     --publish_concurrency=8
 run slow        --subscribers=100
 run large       --subscribers=20 --rate=10
 run echo        --subscribers=50
+# Everything an outside party can do at once, checking nothing accepted is
+# lost (docs/reliability.md has the 10-minute run).
+run soak        --subscribers=100 --duration=20s --timeout=240s
 echo "smoke: all scenarios ran"

@@ -156,7 +156,8 @@ void HttpSession::OnRead(beast::error_code ec) {
   if (auto asset = front_end_->options().demo ? FindWebAsset(path) : std::nullopt) {
     // The library may be imported by pages of any origin.
     return Respond(200, std::string(asset->body), asset->content_type,
-                   asset->cross_origin ? Header{"Access-Control-Allow-Origin", "*"} : Header{});
+                   asset->cross_origin ? Header{"Access-Control-Allow-Origin", "*"}
+                                       : Header{nullptr, nullptr});
   }
   Respond(404, front_end_->options().demo
                    ? "not found: try /ws, /healthz, /metrics, /demo or /client/fanout.js\n"

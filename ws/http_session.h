@@ -56,11 +56,11 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, private Ti
   void HandleUpgrade(Request& req, const boost::urls::url_view& target);
   // One more response header, when `name` is set.
   struct Header {
-    const char* name = nullptr;
-    const char* value = nullptr;
+    const char* name;
+    const char* value;
   };
   void Respond(unsigned status, std::string body, const char* content_type = "text/plain",
-               Header extra = {});
+               Header extra = {nullptr, nullptr});
   // No longer a handshake in progress. Idempotent.
   void Leave();
   // Gives up on the client: closes the socket. The pending operation ends.

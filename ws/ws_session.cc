@@ -27,6 +27,7 @@ WsSession::WsSession(Socket socket, Identity identity, WsFrontEnd* front_end, Io
       thread_(thread),
       parser_(front_end->options().max_inbound_message_bytes),
       last_read_(Clock::now()),
+      last_written_(last_read_),
       rate_tokens_(front_end->options().client_message_burst),
       rate_time_(last_read_) {
   // Reads and writes try the socket directly first; they must never block.
@@ -399,6 +400,7 @@ void WsSession::DoWrite() {
   error_code ec;
   size_t written = socket_.write_some(pending_, ec);
   if (ec && ec != asio::error::would_block && ec != asio::error::try_again) return Finish();
+  if (written > 0) last_written_ = Clock::now();
   queued_bytes_ -= written;
   size_t done = 0;
   while (done < pending_.size() && written >= pending_[done].bytes.size()) {
@@ -437,6 +439,7 @@ void WsSession::OnWrite(error_code ec) {
   front_end_->hub().budget().MaybeNotify();
   if (phase_ == Phase::kClosed) return;
   if (ec) return Finish();
+  last_written_ = Clock::now();
   DoWrite();
 }
 
@@ -534,9 +537,14 @@ void WsSession::Finish() {
 void WsSession::ScheduleKeepAlive() {
   const auto idle = absl::ToChronoMilliseconds(front_end_->options().idle_timeout);
   // Ping once half the idle time has passed without a byte from the client;
-  // give up at the full idle time.
+  // give up once the full idle time has passed without a byte either way.
+  // Reads do not reschedule (they only stamp last_read_), so with a ping out
+  // look again within half the idle time: its pong may be back by then, and
+  // the next ping due.
+  auto give_up = std::max(last_read_, last_written_) + idle;
+  auto next = std::min(give_up, (ping_outstanding_ ? Clock::now() : last_read_) + idle / 2);
   TimerWheel::Entry* entry = this;
-  thread_->wheel->Schedule(entry, last_read_ + (ping_outstanding_ ? idle : idle / 2));
+  thread_->wheel->Schedule(entry, next);
 }
 
 void WsSession::OnDeadline() {
@@ -547,12 +555,15 @@ void WsSession::OnDeadline() {
     return Finish();
   }
   const auto idle = absl::ToChronoMilliseconds(front_end_->options().idle_timeout);
-  auto silent = Clock::now() - last_read_;
-  if (silent >= idle) {
+  auto now = Clock::now();
+  // Alive is hearing from the client, or its TCP taking what we write: a
+  // subscriber busy reading a backlog answers our ping late, and is no less
+  // alive for it. A dead peer stops taking bytes once its buffers are full.
+  if (now - std::max(last_read_, last_written_) >= idle) {
     IoThreadStats::Add(thread_->stats.idle_disconnects, 1);
     return StartClose(kCloseGoingAway, "idle timeout", CloseMode::kAbandon);
   }
-  if (silent >= idle / 2 && !ping_outstanding_) {
+  if (now - last_read_ >= idle / 2 && !ping_outstanding_) {
     ping_outstanding_ = true;
     EnqueueOwned(BuildFrame(WsOpcode::kPing, {}));
     if (phase_ != Phase::kOpen) return;

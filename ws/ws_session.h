@@ -163,7 +163,8 @@ class WsSession final : public Subscriber,
   bool pong_owed_ = false;  // a pong is queued and not yet written
   size_t queued_bytes_ = 0;  // frame bytes queued, for the outbound limit
   uint64_t messages_sent_ = 0;
-  Clock::time_point last_read_;
+  Clock::time_point last_read_;     // bytes arrived from the client
+  Clock::time_point last_written_;  // the client's TCP took bytes from us
   std::vector<OutItem> pending_;   // not yet handed to an asynchronous write
   std::vector<OutItem> inflight_;  // in the current asynchronous write
   absl::flat_hash_set<std::string> topics_;

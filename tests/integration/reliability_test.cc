@@ -184,6 +184,32 @@ TEST_P(EndingTest, LeavesTheRegistryAndGaugesWithinASecond) {
   EXPECT_TRUE(after->Read().ok());
 }
 
+// The other side of the idle timeout: a client that sends nothing but
+// answers the node's pings stays connected for as long as it likes.
+TEST_F(ReliabilityTest, AClientThatAnswersPingsIsNeverIdle) {
+  Start({"--idle_timeout=1s"});
+  auto c = Raw("/ws?topics=quiet");
+  ASSERT_TRUE(c);
+  int pings = 0;
+  absl::Time until = absl::Now() + absl::Milliseconds(3500);
+  while (absl::Now() < until) {
+    auto f = c->ReadFrame(until - absl::Now());
+    if (!f.ok()) {
+      ASSERT_EQ(f.status().code(), absl::StatusCode::kDeadlineExceeded) << f.status();
+      break;
+    }
+    ASSERT_EQ(f->opcode, 9) << "closed: " << f->close_code() << " " << f->close_reason();
+    ++pings;
+    ASSERT_TRUE(c->SendFrame(10, f->payload).ok());
+  }
+  EXPECT_GE(pings, 4) << "a ping every half second";
+  EXPECT_EQ(Stats().connections(), 1u);
+  MustPublish("quiet", "still here");
+  auto f = c->ReadFrame();
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->opcode, 1);
+}
+
 INSTANTIATE_TEST_SUITE_P(EveryEnding, EndingTest,
                          ::testing::Values(Ending::kClientClose, Ending::kCloseThenReset,
                                            Ending::kReset, Ending::kHalfClose,
