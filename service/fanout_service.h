@@ -33,13 +33,16 @@ class StreamRegistry {
     // Ends the stream soon; must not block or call back into the registry.
     virtual void OnNodeShutdown() = 0;
   };
-  void Add(Stream* s);
+  // Registers `s`; false (and nothing registered) once ShutdownAll has run:
+  // the caller then ends its stream as OnNodeShutdown would.
+  bool Add(Stream* s);
   void Remove(Stream* s);
   void ShutdownAll();
 
  private:
   Mutex mu_;
   std::set<Stream*> streams_ ABSL_GUARDED_BY(mu_);
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // Bounds of one Watch stream's queue of events not yet written.

@@ -122,8 +122,15 @@ class ReflectionStream final
  public:
   ReflectionStream(const std::vector<std::string>* services, StreamRegistry* registry)
       : services_(services), registry_(registry) {
-    registry_->Add(this);
-    this->StartRead(&request_);
+    {
+      // Under mu_, which every reaction takes first: gRPC hands the reactor
+      // to its other threads invisibly to TSan, and this makes the
+      // construction visibly happen before them.
+      MutexLock lock(&mu_);
+      this->StartRead(&request_);
+    }
+    // Not under mu_: shutdown takes the registry's lock, then ours.
+    if (!registry_->Add(this)) OnNodeShutdown();  // opened during shutdown
   }
 
   void OnNodeShutdown() override {
@@ -159,6 +166,7 @@ class ReflectionStream final
   }
 
   void OnDone() override {
+    { MutexLock lock(&mu_); }
     registry_->Remove(this);
     delete this;
   }
