@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1/reflection.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/fixture.h"
 
@@ -286,6 +288,40 @@ TEST_F(AdminTest, SigtermEndsAnIdlePublishStreamWithUnavailable) {
   grpc::Status status = stream->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
   EXPECT_EQ(status.error_message(), "node is shutting down");
+  auto code = node_->Stop(0, absl::Seconds(60));
+  ASSERT_TRUE(code.ok()) << code.status();
+  EXPECT_EQ(*code, 0);
+}
+
+// Reflection streams, v1 and v1alpha, answer and then end at SIGTERM even when
+// idle: here so that they run under the sanitizers too (the e2e tests of
+// reflection run only on the release build).
+TEST_F(AdminTest, ReflectionAnswersAndSigtermEndsIdleReflectionStreams) {
+  Start({"--drain_timeout=300s"});
+  auto v1_stub = grpc::reflection::v1::ServerReflection::NewStub(node_->channel());
+  auto alpha_stub = grpc::reflection::v1alpha::ServerReflection::NewStub(node_->channel());
+  grpc::ClientContext c1, c2;
+  auto s1 = v1_stub->ServerReflectionInfo(&c1);
+  auto s2 = alpha_stub->ServerReflectionInfo(&c2);
+  grpc::reflection::v1::ServerReflectionRequest r1;
+  r1.set_file_containing_symbol("fanout.v1.Fanout.Publish");
+  ASSERT_TRUE(s1->Write(r1));
+  grpc::reflection::v1::ServerReflectionResponse a1;
+  ASSERT_TRUE(s1->Read(&a1));
+  ASSERT_TRUE(a1.has_file_descriptor_response());
+  EXPECT_GE(a1.file_descriptor_response().file_descriptor_proto_size(), 1);
+  grpc::reflection::v1alpha::ServerReflectionRequest r2;
+  r2.set_list_services("");
+  ASSERT_TRUE(s2->Write(r2));
+  grpc::reflection::v1alpha::ServerReflectionResponse a2;
+  ASSERT_TRUE(s2->Read(&a2));
+  EXPECT_GE(a2.list_services_response().service_size(), 3);
+  // Both streams idle now.
+  ASSERT_EQ(kill(node_->pid(), SIGTERM), 0);
+  EXPECT_FALSE(s1->Read(&a1));
+  EXPECT_FALSE(s2->Read(&a2));
+  EXPECT_EQ(s1->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(s2->Finish().error_code(), grpc::StatusCode::UNAVAILABLE);
   auto code = node_->Stop(0, absl::Seconds(60));
   ASSERT_TRUE(code.ok()) << code.status();
   EXPECT_EQ(*code, 0);
