@@ -37,7 +37,8 @@ absl::Status Hub::Admit(Admission admission) {
 }
 
 absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::string_view payload,
-                                                Admission admission) {
+                                                const PublishOptions& options) {
+  const Admission admission = options.admission;
   if (absl::Status s = ValidateTopic(topic); !s.ok()) return Reject(Rejection::kInvalidTopic, s);
   if (absl::Status s = ValidatePayload(payload); !s.ok()) {
     return Reject(Rejection::kPayloadTooLarge, s);
@@ -51,9 +52,14 @@ absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::s
   // Sequence numbers are taken under the stripe lock but delivered after it:
   // two concurrent publishes to one topic may reach a thread out of order.
   // Backends that need strict order publish to a topic from one caller.
-  auto message = EncodeMessage(topic, /*broadcast=*/false, plan.seq, payload,
-                               plan.snapshot->json_count > 0, plan.snapshot->raw_count > 0, budget_);
-  Fanout(plan.snapshot, std::move(message));
+  auto message = EncodeMessage({.topic = topic,
+                                .seq = plan.seq,
+                                .payload = payload,
+                                .kind = options.kind,
+                                .json = plan.snapshot->json_count > 0,
+                                .raw = plan.snapshot->raw_count > 0,
+                                .budget = budget_});
+  Fanout(plan.snapshot, std::move(message), options.exclude);
   return PublishResult{plan.seq, plan.snapshot->size};
 }
 
@@ -71,14 +77,18 @@ absl::StatusOr<Hub::PublishResult> Hub::Broadcast(absl::string_view payload, Adm
     seq = connections_.NextSeq();
     snapshot = connections_.Snapshot(dispatcher_->thread_count());
   }
-  auto message = EncodeMessage({}, /*broadcast=*/true, seq, payload, snapshot->json_count > 0,
-                               snapshot->raw_count > 0, budget_);
+  auto message = EncodeMessage({.broadcast = true,
+                                .seq = seq,
+                                .payload = payload,
+                                .json = snapshot->json_count > 0,
+                                .raw = snapshot->raw_count > 0,
+                                .budget = budget_});
   Fanout(snapshot, std::move(message));
   return PublishResult{seq, snapshot->size};
 }
 
 void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
-                 std::shared_ptr<const Message> message) {
+                 std::shared_ptr<const Message> message, uint64_t exclude) {
   for (size_t t = 0; t < snapshot->by_thread.size(); ++t) {
     if (snapshot->by_thread[t].empty()) continue;
     // The task and the queue entries it will make are charged until it has
@@ -86,10 +96,13 @@ void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
     int64_t charge = kDeliveryTaskBytes +
                      kQueueEntryBytes * static_cast<int64_t>(snapshot->by_thread[t].size());
     budget_->Charge(charge);
-    dispatcher_->Post(static_cast<int>(t), [snapshot, message, t, charge, budget = budget_]() {
-      for (const auto& sub : snapshot->by_thread[t]) sub->DeliverOnIoThread(message);
-      budget->Release(charge);
-    });
+    dispatcher_->Post(static_cast<int>(t),
+                      [snapshot, message, t, charge, exclude, budget = budget_]() {
+                        for (const auto& sub : snapshot->by_thread[t]) {
+                          if (sub->id() != exclude) sub->DeliverOnIoThread(message);
+                        }
+                        budget->Release(charge);
+                      });
   }
 }
 

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/base/thread_annotations.h"
@@ -69,11 +71,23 @@ class Hub {
   // streaming publisher is not refused: it is read no further until there is
   // room (DeliveryBudget::WhenRoom).
   enum class Admission { kRefuseWhenOverloaded, kAccept };
+  struct PublishOptions {
+    Admission admission = Admission::kRefuseWhenOverloaded;
+    // How subscribers receive the payload (see MessageSpec::kind); unset:
+    // as its bytes look.
+    std::optional<PayloadKind> kind;
+    // A connection the message is not delivered to (a client publishing with
+    // echo off); 0: none.
+    uint64_t exclude = 0;
+  };
   // Delivers `payload` to the subscribers of `topic`.
   // INVALID_ARGUMENT: bad topic, or payload over limits().max_payload_bytes;
   // RESOURCE_EXHAUSTED: the delivery budget is spent (kRefuseWhenOverloaded).
   absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload,
-                                        Admission admission = Admission::kRefuseWhenOverloaded);
+                                        const PublishOptions& options);
+  absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload) {
+    return Publish(topic, payload, PublishOptions());
+  }
   // Delivers `payload` to every registered connection. Errors as Publish.
   absl::StatusOr<PublishResult> Broadcast(absl::string_view payload,
                                           Admission admission = Admission::kRefuseWhenOverloaded);
@@ -125,9 +139,10 @@ class Hub {
     rejected_[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed);
     return status;
   }
-  // Posts one task per I/O thread that has recipients in `snapshot`.
+  // Posts one task per I/O thread that has recipients in `snapshot` (but
+  // connection `exclude`).
   void Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
-              std::shared_ptr<const Message> message);
+              std::shared_ptr<const Message> message, uint64_t exclude = 0);
   void NotifyObservers(absl::string_view topic, uint64_t seq, absl::string_view payload);
 
   const Limits limits_;

@@ -96,11 +96,11 @@ std::string Base64(absl::string_view in) {
 }
 
 std::string EnvelopeBody(absl::string_view topic, bool broadcast, uint64_t seq,
-                         absl::string_view payload) {
+                         absl::string_view payload, PayloadKind kind) {
   std::string head = broadcast ? absl::StrCat(R"({"broadcast":true,"seq":)", seq)
                                // Topics are limited to an alphabet that needs no escaping.
                                : absl::StrCat(R"({"topic":")", topic, R"(","seq":)", seq);
-  switch (ClassifyPayload(payload)) {
+  switch (kind) {
     case PayloadKind::kJson:
       return absl::StrCat(head, R"(,"data":)", payload, "}");
     case PayloadKind::kText:
@@ -148,16 +148,22 @@ Message::~Message() {
   if (budget_) budget_->Release(memory_bytes_);
 }
 
-std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broadcast, uint64_t seq,
-                                             absl::string_view payload, bool json, bool raw,
-                                             std::shared_ptr<DeliveryBudget> budget) {
+std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec) {
   auto msg = std::make_shared<Message>();
-  msg->seq_ = seq;
-  msg->payload_size_ = payload.size();
-  if (json) msg->json_frame_ = BuildFrame(WsOpcode::kText, EnvelopeBody(topic, broadcast, seq, payload));
-  if (raw) {
+  msg->seq_ = spec.seq;
+  msg->payload_size_ = spec.payload.size();
+  // Classified once; a raw frame alone needs only text or binary.
+  PayloadKind kind = spec.kind     ? *spec.kind
+                     : spec.json ? ClassifyPayload(spec.payload)
+                     : IsValidUtf8(spec.payload) ? PayloadKind::kText
+                                                 : PayloadKind::kBinary;
+  if (spec.json) {
+    msg->json_frame_ = BuildFrame(
+        WsOpcode::kText, EnvelopeBody(spec.topic, spec.broadcast, spec.seq, spec.payload, kind));
+  }
+  if (spec.raw) {
     msg->raw_frame_ =
-        BuildFrame(IsValidUtf8(payload) ? WsOpcode::kText : WsOpcode::kBinary, payload);
+        BuildFrame(kind == PayloadKind::kBinary ? WsOpcode::kBinary : WsOpcode::kText, spec.payload);
   }
   // make_shared's one block: the control block (two counts, a vtable) and the
   // message; each frame above the small-string size is an allocation of its own.
@@ -167,9 +173,9 @@ std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broad
   };
   msg->memory_bytes_ = kControlBlock + static_cast<int64_t>(sizeof(Message)) +
                        heap(msg->json_frame_) + heap(msg->raw_frame_);
-  if (budget) {
-    budget->Charge(msg->memory_bytes_);
-    msg->budget_ = std::move(budget);
+  if (spec.budget) {
+    spec.budget->Charge(msg->memory_bytes_);
+    msg->budget_ = spec.budget;
   }
   return msg;
 }

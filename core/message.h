@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/string_view.h"
@@ -27,6 +28,23 @@ enum class PayloadKind : uint8_t { kJson, kText, kBinary };
 // PayloadKind of `payload`: kJson when it parses as one JSON value, kText when
 // it is other valid UTF-8, kBinary otherwise.
 PayloadKind ClassifyPayload(absl::string_view payload);
+
+// What a message is made of, for EncodeMessage.
+struct MessageSpec {
+  absl::string_view topic;  // ignored for a broadcast
+  bool broadcast = false;   // the envelope then says "broadcast":true
+  uint64_t seq = 0;
+  absl::string_view payload;
+  // How the payload is carried: kJson (embedded as "data", and must be one
+  // valid JSON value), kText ("text"; valid UTF-8, sent as a text frame to
+  // raw clients), kBinary ("b64"; a binary frame to raw clients). Unset: as
+  // ClassifyPayload says.
+  std::optional<PayloadKind> kind;
+  bool json = true;  // build the JSON envelope frame
+  bool raw = false;  // build the raw frame
+  // When set, the message is charged to it for as long as it lives.
+  std::shared_ptr<DeliveryBudget> budget;
+};
 
 // Returns a complete, unmasked, unfragmented server WebSocket frame.
 std::string BuildFrame(WsOpcode opcode, absl::string_view payload);
@@ -62,9 +80,7 @@ class Message {
   ~Message();
 
  private:
-  friend std::shared_ptr<const Message> EncodeMessage(absl::string_view, bool, uint64_t,
-                                                      absl::string_view, bool, bool,
-                                                      std::shared_ptr<DeliveryBudget>);
+  friend std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec);
   uint64_t seq_ = 0;
   size_t payload_size_ = 0;
   int64_t memory_bytes_ = 0;
@@ -73,13 +89,8 @@ class Message {
   std::shared_ptr<DeliveryBudget> budget_;  // charged memory_bytes_ while alive
 };
 
-// Encodes a delivery. `topic` names the topic, or is ignored when `broadcast`
-// is true (the envelope then says "broadcast":true). Builds the JSON frame when
-// `json` is true and the raw frame when `raw` is true. With a `budget`, the
-// message is charged to it for as long as it lives.
-std::shared_ptr<const Message> EncodeMessage(absl::string_view topic, bool broadcast, uint64_t seq,
-                                             absl::string_view payload, bool json, bool raw,
-                                             std::shared_ptr<DeliveryBudget> budget = nullptr);
+// Encodes a delivery: its frames for the formats asked for, once.
+std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec);
 
 }  // namespace fanout
 

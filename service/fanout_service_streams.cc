@@ -384,7 +384,7 @@ void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishRes
     result->set_error("node is shutting down");
     return;
   }
-  auto r = hub_->Publish(req.topic(), req.payload(), admission);
+  auto r = hub_->Publish(req.topic(), req.payload(), {.admission = admission});
   if (!r.ok()) {
     result->set_code(static_cast<int32_t>(r.status().code()));
     result->set_error(std::string(r.status().message()));

@@ -65,23 +65,38 @@ TEST(ClassifyPayload, JsonTextOrBinary) {
 }
 
 TEST(EncodeMessage, BuildsEachFormatOnceAndOnlyWhenAsked) {
-  auto m = EncodeMessage("t", false, 7, "hi \"you\"", /*json=*/true, /*raw=*/false);
+  auto m = EncodeMessage({.topic = "t", .seq = 7, .payload = "hi \"you\"", .json = true});
   EXPECT_EQ(m->seq(), 7u);
   EXPECT_EQ(ParseFrame(m->Frame(DeliveryFormat::kJson)).second,
             R"({"topic":"t","seq":7,"text":"hi \"you\""})");
   EXPECT_TRUE(m->Frame(DeliveryFormat::kRaw).empty());
 
-  auto b = EncodeMessage("", true, 3, std::string("\x01\xfe", 2), true, true);
+  const std::string binary("\x01\xfe", 2);
+  auto b = EncodeMessage(
+      {.broadcast = true, .seq = 3, .payload = binary, .json = true, .raw = true});
   EXPECT_EQ(ParseFrame(b->Frame(DeliveryFormat::kJson)).second,
             R"({"broadcast":true,"seq":3,"b64":"Af4="})");
   auto [op, raw] = ParseFrame(b->Frame(DeliveryFormat::kRaw));
   EXPECT_EQ(op, 2) << "non-UTF-8 raw payloads go in binary frames";
   EXPECT_EQ(raw, std::string("\x01\xfe", 2));
 
-  auto j = EncodeMessage("t", false, 1, R"({"x":1})", true, true);
+  auto j = EncodeMessage({.topic = "t", .seq = 1, .payload = R"({"x":1})", .json = true, .raw = true});
   EXPECT_EQ(ParseFrame(j->Frame(DeliveryFormat::kJson)).second,
             R"({"topic":"t","seq":1,"data":{"x":1}})");
   EXPECT_EQ(ParseFrame(j->Frame(DeliveryFormat::kRaw)).first, 1) << "UTF-8 raw is text";
+}
+
+TEST(EncodeMessage, AnExplicitKindOverridesWhatTheBytesLookLike) {
+  // A client's text that happens to be JSON stays text; its binary frame of
+  // UTF-8 bytes stays binary.
+  auto t = EncodeMessage({.topic = "t", .seq = 1, .payload = "42", .kind = PayloadKind::kText,
+                          .json = true, .raw = true});
+  EXPECT_EQ(ParseFrame(t->Frame(DeliveryFormat::kJson)).second, R"({"topic":"t","seq":1,"text":"42"})");
+  EXPECT_EQ(ParseFrame(t->Frame(DeliveryFormat::kRaw)).first, 1);
+  auto b = EncodeMessage({.topic = "t", .seq = 2, .payload = "hi", .kind = PayloadKind::kBinary,
+                          .json = true, .raw = true});
+  EXPECT_EQ(ParseFrame(b->Frame(DeliveryFormat::kJson)).second, R"({"topic":"t","seq":2,"b64":"aGk="})");
+  EXPECT_EQ(ParseFrame(b->Frame(DeliveryFormat::kRaw)).first, 2);
 }
 
 }  // namespace
