@@ -108,7 +108,7 @@ void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
 
 bool Hub::AddConnection(std::shared_ptr<Subscriber> connection) {
   MutexLock lock(&connections_mu_);
-  const std::string& user = connection->identity().user;
+  const std::string user = connection->user();
   uint64_t id = connection->id();
   bool added = connections_.Add(std::move(connection));
   if (added) {
@@ -123,13 +123,25 @@ void Hub::RemoveConnection(uint64_t id) {
   auto conn = connections_.Find(id);
   if (!conn || !connections_.Remove(id)) return;
   connection_count_.fetch_sub(1, std::memory_order_relaxed);
-  const std::string& user = conn->identity().user;
+  ForgetUserLocked(conn->user(), id);
+}
+
+void Hub::ForgetUserLocked(const std::string& user, uint64_t id) {
   if (user.empty()) return;
   auto it = users_.find(user);
   if (it == users_.end()) return;
   auto& ids = it->second;
   ids.erase(std::remove(ids.begin(), ids.end(), id), ids.end());
   if (ids.empty()) users_.erase(it);
+}
+
+void Hub::SetUser(uint64_t id, const std::string& user) {
+  MutexLock lock(&connections_mu_);
+  auto conn = connections_.Find(id);
+  if (!conn) return;
+  ForgetUserLocked(conn->user(), id);
+  conn->set_user(user);
+  if (!user.empty()) users_[user].push_back(id);
 }
 
 std::shared_ptr<Subscriber> Hub::FindConnection(uint64_t id) {

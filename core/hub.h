@@ -110,6 +110,8 @@ class Hub {
   std::shared_ptr<Subscriber> FindConnection(uint64_t id);
   // The open connections of `user` (never of the anonymous user "").
   std::vector<std::shared_ptr<Subscriber>> FindUserConnections(absl::string_view user);
+  // A registered connection authenticated (again): it is now `user`'s.
+  void SetUser(uint64_t id, const std::string& user);
 
   // Registers a publish observer; false (and nothing registered) once
   // ShutdownObservers has run, so no observer escapes the shutdown notice.
@@ -135,6 +137,8 @@ class Hub {
  private:
   absl::Status ValidatePayload(absl::string_view payload) const;
   absl::Status Admit(Admission admission);
+  void ForgetUserLocked(const std::string& user, uint64_t id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(connections_mu_);
   absl::Status Reject(Rejection r, absl::Status status) {
     rejected_[static_cast<int>(r)].fetch_add(1, std::memory_order_relaxed);
     return status;

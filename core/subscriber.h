@@ -1,6 +1,7 @@
 #ifndef FANOUT_CORE_SUBSCRIBER_H_
 #define FANOUT_CORE_SUBSCRIBER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -25,7 +26,6 @@ class Subscriber {
     int io_index = 0;
     DeliveryFormat format = DeliveryFormat::kJson;
     std::string remote_address;
-    std::string user;
     absl::Time connected_at;
   };
 
@@ -37,6 +37,18 @@ class Subscriber {
   const Identity& identity() const { return identity_; }
   uint64_t id() const { return identity_.id; }
   int io_index() const { return identity_.io_index; }
+
+  // The authenticated user (a token's `sub`); empty for an anonymous
+  // connection. Changes at most when the client authenticates after the
+  // upgrade, through Hub::SetUser. Thread: safe from any thread.
+  std::string user() const {
+    auto u = user_.load(std::memory_order_acquire);
+    return u ? *u : std::string();
+  }
+  void set_user(std::string user) {
+    user_.store(user.empty() ? nullptr : std::make_shared<const std::string>(std::move(user)),
+                std::memory_order_release);
+  }
 
   // Queues `message` for the client. Must not block, publish, or touch the
   // registry (it runs inside a delivery loop).
@@ -64,6 +76,7 @@ class Subscriber {
 
  private:
   const Identity identity_;
+  std::atomic<std::shared_ptr<const std::string>> user_;
 };
 
 // An immutable view of a subscriber set, grouped by I/O thread so that one

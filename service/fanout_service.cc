@@ -75,7 +75,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(
     v1::Subscriber* out = resp->add_subscribers();
     out->set_connection_id(absl::StrCat(id.id));
     out->set_remote_address(id.remote_address);
-    out->set_user(id.user);
+    out->set_user(sub->user());
     SetTimestamp(id.connected_at, out->mutable_connected_at());
   }
   if (page.more && !page.subscribers.empty()) {

@@ -146,7 +146,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GetConnection(grpc::CallbackServerC
   const Subscriber::Identity& identity = conn->identity();
   resp->set_connection_id(absl::StrCat(identity.id));
   resp->set_remote_address(identity.remote_address);
-  resp->set_user(identity.user);
+  resp->set_user(conn->user());
   SetTimestamp(identity.connected_at, resp->mutable_connected_at());
   resp->set_format(identity.format == DeliveryFormat::kRaw ? "raw" : "json");
   auto* reactor = ctx->DefaultReactor();

@@ -63,6 +63,21 @@ ABSL_FLAG(bool, demo, true, "Serve the browser library at /client/fanout.js and 
 ABSL_FLAG(absl::Duration, drain_timeout, absl::Seconds(10),
           "On SIGTERM, how long to wait for WebSocket closes and gRPC calls");
 ABSL_FLAG(std::string, log_level, "info", "Log level: trace, debug, info, warn, error, off");
+ABSL_FLAG(std::string, jwt_secret_file, "",
+          "File holding the HMAC secret that verifies HS256/384/512 client tokens");
+ABSL_FLAG(std::string, jwt_public_key_file, "",
+          "PEM public key (RSA or EC) that verifies RS256/384/512 or ES256/384 client tokens");
+ABSL_FLAG(std::string, jwt_jwks_file, "", "JWKS document whose keys (by kid) verify client tokens");
+ABSL_FLAG(std::string, jwt_issuer, "", "When set, client tokens must carry this 'iss'");
+ABSL_FLAG(std::string, jwt_audience, "", "When set, client tokens' 'aud' must include this");
+ABSL_FLAG(absl::Duration, jwt_leeway, absl::Seconds(30), "Clock skew allowed on 'exp' and 'nbf'");
+ABSL_FLAG(bool, allow_anonymous, false,
+          "With token keys: let clients without a token in, limited to --anonymous_subscribe and "
+          "--anonymous_publish");
+ABSL_FLAG(std::vector<std::string>, anonymous_subscribe, {},
+          "Topic patterns anonymous clients may subscribe to on a node with token keys");
+ABSL_FLAG(std::vector<std::string>, anonymous_publish, {},
+          "Topic patterns anonymous clients may publish to (default none)");
 
 namespace {
 
@@ -168,12 +183,23 @@ int main(int argc, char** argv) {
   options.ws.allowed_origins = absl::GetFlag(FLAGS_allowed_origins);
   options.ws.demo = absl::GetFlag(FLAGS_demo);
   options.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  options.auth.tokens.secret_file = absl::GetFlag(FLAGS_jwt_secret_file);
+  options.auth.tokens.public_key_file = absl::GetFlag(FLAGS_jwt_public_key_file);
+  options.auth.tokens.jwks_file = absl::GetFlag(FLAGS_jwt_jwks_file);
+  options.auth.tokens.issuer = absl::GetFlag(FLAGS_jwt_issuer);
+  options.auth.tokens.audience = absl::GetFlag(FLAGS_jwt_audience);
+  options.auth.tokens.leeway = absl::GetFlag(FLAGS_jwt_leeway);
+  if (options.auth.tokens.leeway < absl::ZeroDuration()) Die("--jwt_leeway must not be negative");
+  options.auth.allow_anonymous = absl::GetFlag(FLAGS_allow_anonymous);
+  options.auth.anonymous_subscribe = absl::GetFlag(FLAGS_anonymous_subscribe);
+  options.auth.anonymous_publish = absl::GetFlag(FLAGS_anonymous_publish);
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -202,7 +228,14 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  while (true) {
+    sigwait(&stop_signals, &sig);
+    if (sig != SIGHUP) break;
+    // Key (and certificate) rotation without a restart.
+    if (absl::Status s = (*node)->Reload(); !s.ok()) {
+      spdlog::error("SIGHUP: reload failed, keeping what was in use: {}", std::string(s.message()));
+    }
+  }
   spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
   (*node)->Shutdown();
   return 0;

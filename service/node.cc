@@ -68,7 +68,18 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   WsFrontEnd::Hooks hooks;
   hooks.metrics = [raw](std::string* out) { raw->AppendMetrics(out); };
   hooks.serving = [raw] { return raw->serving(); };
-  auto fe = WsFrontEnd::Create(options.ws, node->hub_.get(), node->pool_.get(), std::move(hooks));
+  Authority::Options auth = options.auth;
+  auth.max_topic_length = options.limits.max_topic_length;
+  auto authority = Authority::Create(auth);
+  if (!authority.ok()) return authority.status();
+  node->authority_ = std::move(*authority);
+  if (!node->authority_->requires_tokens()) {
+    spdlog::warn(
+        "no token key is configured (--jwt_secret_file, --jwt_public_key_file, --jwt_jwks_file): "
+        "any client may subscribe to any topic");
+  }
+  auto fe = WsFrontEnd::Create(options.ws, node->hub_.get(), node->pool_.get(),
+                               node->authority_.get(), std::move(hooks));
   if (!fe.ok()) return fe.status();
   node->front_end_ = std::move(*fe);
 
@@ -139,6 +150,12 @@ void Node::Shutdown() {
   if (hub_) hub_->budget().WakeAll();
   if (pool_) pool_->Stop();
   if (was_serving) spdlog::info("fanoutd stopped");
+}
+
+absl::Status Node::Reload() {
+  if (absl::Status s = authority_->Reload(); !s.ok()) return s;
+  spdlog::info("reloaded the token keys");
+  return absl::OkStatus();
 }
 
 std::string Node::Metrics() const {

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/authority.h"
 #include "core/hub.h"
 #include "core/limits.h"
 #include "service/fanout_service.h"
@@ -35,6 +36,8 @@ struct NodeOptions {
   absl::Duration drain_timeout = absl::Seconds(10);
   // What one Watch stream may fall behind before it is cut off.
   WatchLimits watch;
+  // Client tokens and the anonymous rules.
+  Authority::Options auth;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.
@@ -53,6 +56,11 @@ class Node {
   // 1001, let gRPC calls finish within the drain timeout. Idempotent.
   void Shutdown();
 
+  // Re-reads the key files (SIGHUP): new tokens are checked against the new
+  // keys; open connections keep what they were granted. On failure the keys
+  // in use stay and the error says which file failed.
+  absl::Status Reload();
+
   // The node's Prometheus text (what /metrics serves).
   std::string Metrics() const;
 
@@ -63,6 +71,7 @@ class Node {
   const NodeOptions options_;
   std::unique_ptr<IoThreadPool> pool_;
   std::unique_ptr<Hub> hub_;
+  std::unique_ptr<Authority> authority_;
   std::unique_ptr<WsFrontEnd> front_end_;
   std::unique_ptr<FanoutServiceImpl> service_;
   std::unique_ptr<HealthService> health_;

@@ -44,16 +44,19 @@ absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& listen) {
 
 }  // namespace
 
-WsFrontEnd::WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool, Hooks hooks)
-    : options_(options), hub_(hub), pool_(pool), hooks_(std::move(hooks)) {}
+WsFrontEnd::WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool,
+                       const Authority* authority, Hooks hooks)
+    : options_(options), hub_(hub), pool_(pool), authority_(authority), hooks_(std::move(hooks)) {}
 
 WsFrontEnd::~WsFrontEnd() = default;
 
 absl::StatusOr<std::unique_ptr<WsFrontEnd>> WsFrontEnd::Create(const WsOptions& options, Hub* hub,
-                                                               IoThreadPool* pool, Hooks hooks) {
+                                                               IoThreadPool* pool,
+                                                               const Authority* authority,
+                                                               Hooks hooks) {
   auto endpoint = ParseEndpoint(options.listen);
   if (!endpoint.ok()) return endpoint.status();
-  std::unique_ptr<WsFrontEnd> fe(new WsFrontEnd(options, hub, pool, std::move(hooks)));
+  std::unique_ptr<WsFrontEnd> fe(new WsFrontEnd(options, hub, pool, authority, std::move(hooks)));
   auto listener = std::make_shared<WsListener>(fe.get(), &pool->thread(0));
   if (absl::Status s = listener->Open(*endpoint); !s.ok()) return s;
   fe->endpoint_ = listener->local_endpoint();
@@ -150,6 +153,7 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
   static constexpr const char* kReasons[] = {"bad_request",          "bad_topic",
                                              "origin",               "too_many_connections",
                                              "too_many_per_address", "too_many_topics",
+                                             "unauthorized",         "forbidden",
                                              "shutting_down"};
   static_assert(sizeof(kReasons) / sizeof(kReasons[0]) == static_cast<int>(Reject::kCount));
   for (int i = 0; i < static_cast<int>(Reject::kCount); ++i) {
@@ -187,6 +191,13 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
   counter("fanout_handshake_timeouts_total",
           "HTTP connections dropped for not completing a request within --handshake_timeout.",
           p.Sum(&IoThreadStats::handshake_timeouts));
+  counter("fanout_auth_failures_total",
+          "Tokens refused on the auth or refresh op, and connections that sent none in time "
+          "(refused upgrades count in fanout_connections_rejected_total).",
+          p.Sum(&IoThreadStats::auth_failures));
+  counter("fanout_token_expirations_total",
+          "Connections closed with 4002 because their token ran out unrefreshed.",
+          p.Sum(&IoThreadStats::token_expirations));
   counter("fanout_handshakes_dropped_total",
           "Handshakes in progress dropped, oldest first, to make room under "
           "--max_pending_handshakes.",

@@ -13,6 +13,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "auth/authority.h"
 #include "core/hub.h"
 #include "core/mutex.h"
 #include "ws/io_threads.h"
@@ -37,9 +38,11 @@ class WsFrontEnd {
   };
 
   // Binds the listeners. INVALID_ARGUMENT for a bad address, UNAVAILABLE when
-  // the port cannot be bound. `hub` and `pool` must outlive the front end.
+  // the port cannot be bound. `hub`, `pool` and `authority` must outlive the
+  // front end.
   static absl::StatusOr<std::unique_ptr<WsFrontEnd>> Create(const WsOptions& options, Hub* hub,
-                                                            IoThreadPool* pool, Hooks hooks);
+                                                            IoThreadPool* pool,
+                                                            const Authority* authority, Hooks hooks);
   ~WsFrontEnd();
 
   // The bound address, HOST:PORT.
@@ -56,6 +59,7 @@ class WsFrontEnd {
 
   // -- For sessions --
   Hub& hub() { return *hub_; }
+  const Authority& authority() const { return *authority_; }
   const WsOptions& options() const { return options_; }
   const Hooks& hooks() const { return hooks_; }
   IoThreadPool& pool() { return *pool_; }
@@ -69,6 +73,8 @@ class WsFrontEnd {
     kTooManyConnections,
     kTooManyFromAddress,
     kTooManyTopics,
+    kUnauthorized,
+    kForbidden,
     kShuttingDown,
     kCount
   };
@@ -86,11 +92,13 @@ class WsFrontEnd {
   static std::string IpOf(const std::string& remote_address);
 
  private:
-  WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool, Hooks hooks);
+  WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool, const Authority* authority,
+             Hooks hooks);
 
   const WsOptions options_;
   Hub* const hub_;
   IoThreadPool* const pool_;
+  const Authority* const authority_;
   const Hooks hooks_;
   std::shared_ptr<WsListener> listener_;
   boost::asio::ip::tcp::endpoint endpoint_;

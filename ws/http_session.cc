@@ -12,6 +12,7 @@
 #include <boost/url/parse.hpp>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -197,8 +198,19 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
 
   std::vector<std::string> topics;
   DeliveryFormat format = DeliveryFormat::kJson;
+  std::string token;
+  std::string raw_publish;
   for (auto param : target.params()) {
-    if (param.key == "topics") {
+    if (param.key == "token") {
+      token = param.value;
+    } else if (param.key == "publish") {
+      if (absl::Status s = front_end_->hub().ValidateTopic(param.value); !s.ok()) {
+        front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
+        return Respond(400, absl::StrCat("invalid publish topic '", param.value, "': ", s.message(),
+                                         "\n"));
+      }
+      raw_publish = param.value;
+    } else if (param.key == "topics") {
       for (absl::string_view t : absl::StrSplit(param.value, ',', absl::SkipEmpty())) {
         if (absl::Status s = front_end_->hub().ValidateTopic(t); !s.ok()) {
           front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
@@ -219,6 +231,67 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
   if (topics.size() > max_topics) {
     front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
     return Respond(400, absl::StrCat("too many topics: the limit is ", max_topics, "\n"));
+  }
+  if (!raw_publish.empty() && format != DeliveryFormat::kRaw) {
+    front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
+    return Respond(400, "publish= is raw hub mode: it needs format=raw\n");
+  }
+
+  // Who is this? A token on the URL or in an Authorization header, the
+  // node's anonymous rules, or (when the node requires tokens) the first
+  // control message.
+  if (token.empty()) {
+    auto it = req.find(http::field::authorization);
+    if (it != req.end() && it->value().size() > 7 &&
+        absl::EqualsIgnoreCase(absl::string_view(it->value().data(), 7), "Bearer ")) {
+      token = std::string(it->value().substr(7));
+    }
+  }
+  const Authority& authority = front_end_->authority();
+  std::optional<Grant> grant;
+  if (!token.empty() && authority.requires_tokens()) {
+    auto g = authority.Authenticate(token);
+    if (!g.ok()) {
+      front_end_->CountReject(WsFrontEnd::Reject::kUnauthorized);
+      return Respond(401, absl::StrCat("invalid token: ", g.status().message(), "\n"));
+    }
+    grant = *std::move(g);
+  } else if (const Grant* anonymous = authority.anonymous()) {
+    // (A node without keys checks no token: a client that sends one is
+    // anonymous like every other.)
+    grant = *anonymous;
+    if (authority.requires_tokens()) {
+      // Anonymous clients on a node with keys: what the URL names must be
+      // theirs to use, or it needs a token.
+      for (const auto& t : topics) {
+        if (!grant->permissions->MaySubscribe(t)) {
+          front_end_->CountReject(WsFrontEnd::Reject::kUnauthorized);
+          return Respond(401, absl::StrCat("a token is required to subscribe to '", t, "'\n"));
+        }
+      }
+      if (!raw_publish.empty() && !grant->permissions->MayPublish(raw_publish)) {
+        front_end_->CountReject(WsFrontEnd::Reject::kUnauthorized);
+        return Respond(401, absl::StrCat("a token is required to publish to '", raw_publish, "'\n"));
+      }
+    }
+  } else if (!topics.empty() || !raw_publish.empty()) {
+    // Its topics cannot be checked without a token.
+    front_end_->CountReject(WsFrontEnd::Reject::kUnauthorized);
+    return Respond(401,
+                   "a token is required: send ?token= or an Authorization: Bearer header, or "
+                   "connect without topics and send {\"op\":\"auth\"} first\n");
+  }
+  if (grant) {
+    for (const auto& t : topics) {
+      if (!grant->permissions->MaySubscribe(t)) {
+        front_end_->CountReject(WsFrontEnd::Reject::kForbidden);
+        return Respond(403, absl::StrCat("not permitted to subscribe to '", t, "'\n"));
+      }
+    }
+    if (!raw_publish.empty() && !grant->permissions->MayPublish(raw_publish)) {
+      front_end_->CountReject(WsFrontEnd::Reject::kForbidden);
+      return Respond(403, absl::StrCat("not permitted to publish to '", raw_publish, "'\n"));
+    }
   }
 
   beast::error_code ec;
@@ -251,11 +324,15 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
   auto session = std::make_shared<WsSession>(std::move(socket_), std::move(identity), front_end_,
                                              thread_);
   WsFrontEnd* fe = front_end_;
-  session->Start(std::move(response), std::move(topics), std::move(early),
-                 [fe](const absl::Status& s) {
-                   fe->CountReject(WsFrontEnd::Reject::kTooManyTopics);
-                   return ResponseText(503, absl::StrCat(s.message(), "\n"));
-                 });
+  session->Start({.response = std::move(response),
+                  .topics = std::move(topics),
+                  .early = std::move(early),
+                  .grant = std::move(grant),
+                  .raw_publish_topic = std::move(raw_publish),
+                  .refusal = [fe](const absl::Status& s) {
+                    fe->CountReject(WsFrontEnd::Reject::kTooManyTopics);
+                    return ResponseText(503, absl::StrCat(s.message(), "\n"));
+                  }});
 }
 
 void HttpSession::Respond(unsigned status, std::string body, const char* content_type,

@@ -8,6 +8,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/hub.h"
 #include "spdlog/spdlog.h"
@@ -38,20 +39,25 @@ WsSession::WsSession(Socket socket, Identity identity, WsFrontEnd* front_end, Io
 
 WsSession::~WsSession() = default;
 
-void WsSession::Start(std::string response, std::vector<std::string> topics, std::string early,
-                      absl::AnyInvocable<std::string(const absl::Status&) &&> refusal) {
+void WsSession::Start(StartParams params) {
   auto self = shared_from_this();
-  Hub& hub = front_end_->hub();
-  hub.AddConnection(self);
-  registered_ = true;
   thread_->sessions.insert(this);
-  for (auto& t : topics) {
+  raw_publish_topic_ = std::move(params.raw_publish_topic);
+  if (params.grant) {
+    Apply(*std::move(params.grant));
+    Register();
+  } else {
+    // Must authenticate with its first message, in time.
+    auth_deadline_ = Clock::now() +
+                     absl::ToChronoMilliseconds(front_end_->options().handshake_timeout);
+  }
+  for (auto& t : params.topics) {
     if (absl::Status s = SubscribeOnIoThread(t); !s.ok()) {
       // Refused before the 101: the client gets an HTTP answer saying why.
       Unregister();
       phase_ = Phase::kClosing;
       close_sent_ = true;
-      EnqueueOwned(std::move(refusal)(s), /*bypass_limit=*/true);
+      EnqueueOwned(std::move(params.refusal)(s), /*bypass_limit=*/true);
       AfterFlush(/*linger=*/false);
       if (phase_ == Phase::kClosed) return;
       TimerWheel::Entry* entry = this;
@@ -61,16 +67,48 @@ void WsSession::Start(std::string response, std::vector<std::string> topics, std
     }
   }
   front_end_->CountAccepted();
-  EnqueueOwned(std::move(response), /*bypass_limit=*/true);
+  EnqueueOwned(std::move(params.response), /*bypass_limit=*/true);
   if (phase_ == Phase::kClosed) return;  // the client is gone already
   ScheduleKeepAlive();
-  if (!early.empty()) {
+  if (!params.early.empty()) {
     last_read_ = Clock::now();
-    parser_.Feed(early.data(), early.size(), this);
+    parser_.Feed(params.early.data(), params.early.size(), this);
     if (phase_ == Phase::kClosed) return;
   }
   // Read at once: more may have arrived behind the request.
   OnReadable({});
+}
+
+void WsSession::Register() {
+  if (registered_ || phase_ != Phase::kOpen) return;
+  front_end_->hub().AddConnection(shared_from_this());
+  registered_ = true;
+}
+
+std::vector<std::string> WsSession::Apply(Grant grant) {
+  authenticated_ = true;
+  permissions_ = std::move(grant.permissions);
+  if (user() != grant.user) {
+    if (registered_) {
+      front_end_->hub().SetUser(id(), grant.user);
+    } else {
+      set_user(grant.user);
+    }
+  }
+  if (grant.expires == absl::InfiniteFuture()) {
+    auth_deadline_ = Clock::time_point::max();
+  } else {
+    absl::Duration left = std::max(grant.expires - absl::Now(), absl::ZeroDuration());
+    auth_deadline_ = Clock::now() + absl::ToChronoMilliseconds(left);
+  }
+  // What the new permissions no longer allow goes.
+  std::vector<std::string> dropped;
+  for (const auto& t : topics_) {
+    if (!permissions_->MaySubscribe(t)) dropped.push_back(t);
+  }
+  for (const auto& t : dropped) UnsubscribeOnIoThread(t);
+  std::sort(dropped.begin(), dropped.end());
+  return dropped;
 }
 
 // ---------------------------------------------------------------- reading
@@ -83,6 +121,19 @@ void WsSession::WaitRead() {
 void WsSession::OnReadable(error_code ec) {
   if (phase_ == Phase::kClosed) return;
   if (ec) return Finish();
+  if (!raw_publish_topic_.empty() && phase_ == Phase::kOpen && front_end_->hub().budget().over()) {
+    // A raw publisher outrunning delivery: stop reading, so TCP slows it
+    // down, until the node has room again.
+    if (waiting_for_budget_) return;
+    waiting_for_budget_ = true;
+    front_end_->hub().budget().WhenRoom([self = shared_from_this()] {
+      asio::post(self->thread_->context, [self] {
+        self->waiting_for_budget_ = false;
+        self->OnReadable({});
+      });
+    });
+    return;
+  }
   // The thread's buffer: an idle connection holds no read buffer of its own.
   std::vector<char>& buf = thread_->read_buffer;
   for (int round = 0; round < 4; ++round) {
@@ -115,12 +166,27 @@ void WsSession::OnMessage(bool text, absl::string_view payload) {
     IoThreadStats::Add(thread_->stats.rate_limit_disconnects, 1);
     return StartClose(kClosePolicy, "message rate limit exceeded", CloseMode::kHandshake);
   }
+  if (!raw_publish_topic_.empty()) return PublishRaw(text, payload);
   if (!text) {
     IoThreadStats::Add(thread_->stats.control_errors, 1);
     return Reply(
         R"({"id":null,"error":{"code":"unsupported_frame","message":"control messages are JSON text frames"}})");
   }
   HandleControl(payload);
+}
+
+void WsSession::PublishRaw(bool text, absl::string_view payload) {
+  // The frame's bytes as they are, its type kept: a binary frame of UTF-8
+  // bytes reaches raw subscribers as binary. Never refused for overload:
+  // reading pauses instead (OnReadable), as a PublishStream does.
+  auto r = front_end_->hub().Publish(
+      raw_publish_topic_, payload,
+      {.admission = Hub::Admission::kAccept,
+       .kind = text ? PayloadKind::kText : PayloadKind::kBinary});
+  if (!r.ok()) {
+    // Over --max_payload_bytes (the topic was checked at the upgrade).
+    return StartClose(kCloseTooBig, r.status().message(), CloseMode::kFail);
+  }
 }
 
 void WsSession::OnPing(absl::string_view payload) {
@@ -223,10 +289,17 @@ void WsSession::HandleControl(absl::string_view text) {
   }
   const json::string& op_str = op_value->get_string();
   absl::string_view op(op_str.data(), op_str.size());
+  if (op == "auth" || op == "refresh") return HandleAuth(*obj, req_id, op == "refresh");
+  if (!authenticated_) {
+    return fail("unauthenticated",
+                R"(authenticate first: send {"op":"auth","token":"..."})");
+  }
   if (op == "ping") return Reply(OkReply(req_id));
+  if (op == "publish") return HandlePublish(*obj, req_id);
   if (op != "subscribe" && op != "unsubscribe") {
-    return fail("unknown_op", absl::StrCat("unknown op '", op,
-                                           "': expected subscribe, unsubscribe or ping"));
+    return fail("unknown_op",
+                absl::StrCat("unknown op '", op,
+                             "': expected subscribe, unsubscribe, publish, auth, refresh or ping"));
   }
   auto* topic_value = obj->if_contains("topic");
   if (!topic_value || !topic_value->is_string()) {
@@ -238,6 +311,9 @@ void WsSession::HandleControl(absl::string_view text) {
     return fail("invalid_topic", s.message());
   }
   if (op == "subscribe") {
+    if (!permissions_->MaySubscribe(topic)) {
+      return fail("permission_denied", absl::StrCat("not permitted to subscribe to '", topic, "'"));
+    }
     bool at_connection_limit =
         !topics_.contains(topic) &&
         topics_.size() >= front_end_->hub().limits().max_subscriptions_per_connection;
@@ -248,6 +324,110 @@ void WsSession::HandleControl(absl::string_view text) {
     UnsubscribeOnIoThread(topic);
   }
   Reply(OkReply(req_id));
+}
+
+void WsSession::HandleAuth(const json::object& req, const json::value& id, bool refresh) {
+  auto fail = [&](absl::string_view code, absl::string_view message) {
+    IoThreadStats::Add(thread_->stats.control_errors, 1);
+    Reply(ErrorReply(id, code, message));
+  };
+  auto* token_value = req.if_contains("token");
+  if (!token_value || !token_value->is_string() || token_value->get_string().empty()) {
+    return fail("invalid_message", "missing string field 'token'");
+  }
+  const json::string& t = token_value->get_string();
+  if (!front_end_->authority().requires_tokens()) {
+    // A node without keys checks no tokens: every client is anonymous.
+    return Reply(OkReply(id));
+  }
+  if (refresh && (!authenticated_ || user().empty())) {
+    return fail("unauthenticated", "refresh needs a connection authenticated with a token");
+  }
+  if (!refresh && authenticated_ && !user().empty()) {
+    return fail("already_authenticated", "this connection has a token; send refresh to replace it");
+  }
+  auto grant = front_end_->authority().Authenticate(absl::string_view(t.data(), t.size()));
+  if (!grant.ok()) {
+    IoThreadStats::Add(thread_->stats.auth_failures, 1);
+    if (refresh) {
+      // The connection keeps its current token until that one runs out.
+      return fail("unauthorized", grant.status().message());
+    }
+    fail("unauthorized", grant.status().message());
+    return StartClose(kCloseUnauthorized, grant.status().message(), CloseMode::kHandshake);
+  }
+  if (refresh && grant->user != user()) {
+    return fail("unauthorized", "the new token is for another subject");
+  }
+  bool was_registered = registered_;
+  std::vector<std::string> dropped = Apply(*std::move(grant));
+  if (!was_registered) Register();
+  // Time the (new) expiry.
+  ScheduleKeepAlive();
+  std::string reply = OkReply(id);
+  if (!dropped.empty()) {
+    // {"id":..,"ok":true,"unsubscribed":[...]}: the new permissions end these.
+    json::array list;
+    for (const auto& d : dropped) list.emplace_back(json::string_view(d.data(), d.size()));
+    reply.pop_back();
+    absl::StrAppend(&reply, R"(,"unsubscribed":)", json::serialize(list), "}");
+  }
+  Reply(std::move(reply));
+}
+
+void WsSession::HandlePublish(const json::object& req, const json::value& id) {
+  auto fail = [&](absl::string_view code, absl::string_view message) {
+    IoThreadStats::Add(thread_->stats.control_errors, 1);
+    Reply(ErrorReply(id, code, message));
+  };
+  auto* topic_value = req.if_contains("topic");
+  if (!topic_value || !topic_value->is_string()) {
+    return fail("invalid_message", "missing string field 'topic'");
+  }
+  const json::string& topic_str = topic_value->get_string();
+  absl::string_view topic(topic_str.data(), topic_str.size());
+  if (absl::Status s = front_end_->hub().ValidateTopic(topic); !s.ok()) {
+    return fail("invalid_topic", s.message());
+  }
+  if (!permissions_->MayPublish(topic)) {
+    return fail("permission_denied", absl::StrCat("not permitted to publish to '", topic, "'"));
+  }
+  // Exactly one of data (any JSON value), text (a string) and b64.
+  const json::value* data = req.if_contains("data");
+  const json::value* text = req.if_contains("text");
+  const json::value* b64 = req.if_contains("b64");
+  if ((data != nullptr) + (text != nullptr) + (b64 != nullptr) != 1) {
+    return fail("invalid_message", "a publish carries exactly one of 'data', 'text' and 'b64'");
+  }
+  std::string payload;
+  PayloadKind kind;
+  if (data) {
+    payload = json::serialize(*data);
+    kind = PayloadKind::kJson;
+  } else if (text) {
+    if (!text->is_string()) return fail("invalid_message", "'text' must be a string");
+    payload = std::string(text->get_string().data(), text->get_string().size());
+    kind = PayloadKind::kText;
+  } else {
+    if (!b64->is_string()) return fail("invalid_message", "'b64' must be a string");
+    if (!absl::Base64Unescape(absl::string_view(b64->get_string().data(), b64->get_string().size()),
+                              &payload)) {
+      return fail("invalid_message", "'b64' is not valid base64");
+    }
+    kind = PayloadKind::kBinary;
+  }
+  bool echo = true;
+  if (auto* e = req.if_contains("echo")) {
+    if (!e->is_bool()) return fail("invalid_message", "'echo' must be true or false");
+    echo = e->get_bool();
+  }
+  auto r = front_end_->hub().Publish(topic, payload,
+                                     {.kind = kind, .exclude = echo ? 0 : this->id()});
+  if (!r.ok()) {
+    if (absl::IsResourceExhausted(r.status())) return fail("overloaded", r.status().message());
+    return fail("payload_too_large", r.status().message());
+  }
+  Reply(absl::StrCat(R"({"id":)", json::serialize(id), R"(,"ok":true,"seq":)", r->seq, "}"));
 }
 
 // ----------------------------------------------------------- subscriptions
@@ -540,9 +720,11 @@ void WsSession::ScheduleKeepAlive() {
   // give up once the full idle time has passed without a byte either way.
   // Reads do not reschedule (they only stamp last_read_), so with a ping out
   // look again within half the idle time: its pong may be back by then, and
-  // the next ping due.
+  // the next ping due. The token's expiry (or the time to authenticate) is
+  // the other deadline.
   auto give_up = std::max(last_read_, last_written_) + idle;
   auto next = std::min(give_up, (ping_outstanding_ ? Clock::now() : last_read_) + idle / 2);
+  next = std::min(next, auth_deadline_);
   TimerWheel::Entry* entry = this;
   thread_->wheel->Schedule(entry, next);
 }
@@ -556,6 +738,14 @@ void WsSession::OnDeadline() {
   }
   const auto idle = absl::ToChronoMilliseconds(front_end_->options().idle_timeout);
   auto now = Clock::now();
+  if (now >= auth_deadline_) {
+    if (!authenticated_) {
+      IoThreadStats::Add(thread_->stats.auth_failures, 1);
+      return StartClose(kCloseUnauthorized, "no token in time", CloseMode::kHandshake);
+    }
+    IoThreadStats::Add(thread_->stats.token_expirations, 1);
+    return StartClose(kCloseTokenExpired, "token expired", CloseMode::kHandshake);
+  }
   // Alive is hearing from the client, or its TCP taking what we write: a
   // subscriber busy reading a backlog answers our ping late, and is no less
   // alive for it. A dead peer stops taking bytes once its buffers are full.

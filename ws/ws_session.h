@@ -4,16 +4,20 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/value.hpp>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "auth/authority.h"
 #include "core/hub.h"
 #include "core/subscriber.h"
 #include "ws/frame_parser.h"
@@ -48,13 +52,27 @@ class WsSession final : public Subscriber,
             IoThread* thread);
   ~WsSession() override;
 
-  // Registers the connection and subscribes `topics` (validated by the
-  // caller), then sends `response` (the 101) and starts reading; `early` are
-  // bytes the client sent after its request. When a topic cannot be added
-  // (the node's topic limit), nothing stays registered and the client gets
-  // `refusal(status)` instead of the 101, then the connection closes.
-  void Start(std::string response, std::vector<std::string> topics, std::string early,
-             absl::AnyInvocable<std::string(const absl::Status&) &&> refusal);
+  // What the upgrade decided, for Start.
+  struct StartParams {
+    std::string response;             // the 101 response
+    std::vector<std::string> topics;  // validated and permitted
+    std::string early;                // bytes the client sent behind its request
+    // Who the client is. Unset: it must authenticate with its first control
+    // message, within --handshake_timeout (close 4001 otherwise); until
+    // then it is not registered and may do nothing else.
+    std::optional<Grant> grant;
+    // Raw hub mode (`publish=`): every data frame the client sends is a
+    // publish of its bytes to this topic (permitted by the caller).
+    std::string raw_publish_topic;
+    // The answer instead of the 101 when a topic cannot be added (the node's
+    // topic limit).
+    absl::AnyInvocable<std::string(const absl::Status&) &&> refusal;
+  };
+  // Registers the connection (unless it must authenticate first) and
+  // subscribes its topics, then sends the 101 and starts reading. When a
+  // topic cannot be added, nothing stays registered and the client gets the
+  // refusal instead of the 101, then the connection closes.
+  void Start(StartParams params);
 
   void DeliverOnIoThread(const std::shared_ptr<const Message>& message) override;
 
@@ -101,6 +119,14 @@ class WsSession final : public Subscriber,
   void OnClose(uint16_t code, absl::string_view reason) override;
   void OnProtocolError(uint16_t code, absl::string_view reason) override;
   void HandleControl(absl::string_view text);
+  // The auth, refresh and publish ops (`req` is the parsed object).
+  void HandleAuth(const boost::json::object& req, const boost::json::value& id, bool refresh);
+  void HandlePublish(const boost::json::object& req, const boost::json::value& id);
+  // A data frame in raw hub mode.
+  void PublishRaw(bool text, absl::string_view payload);
+  // Takes a grant: its permissions, its user, its expiry. Drops
+  // subscriptions it no longer permits and returns them.
+  std::vector<std::string> Apply(Grant grant);
   bool TakeRateToken();
 
   // -- Subscriptions --
@@ -138,6 +164,8 @@ class WsSession final : public Subscriber,
   // Once the queue is drained: FIN and linger, or close.
   void AfterFlush(bool linger);
   void SlowConsumer();
+  // Joins the hub (broadcasts, admin calls, the gauges). Once.
+  void Register();
   // Leaves the registry, the hub and the gauges. Idempotent.
   void Unregister();
   // Closes the socket and drops everything. Idempotent.
@@ -161,10 +189,17 @@ class WsSession final : public Subscriber,
   bool front_partial_ = false;    // pending_[0] is partly written
   bool ping_outstanding_ = false;
   bool pong_owed_ = false;  // a pong is queued and not yet written
+  bool authenticated_ = false;       // has a grant (a token's or the anonymous one)
+  bool waiting_for_budget_ = false;  // raw hub mode: reading paused, the node is overloaded
   size_t queued_bytes_ = 0;  // frame bytes queued, for the outbound limit
   uint64_t messages_sent_ = 0;
   Clock::time_point last_read_;     // bytes arrived from the client
   Clock::time_point last_written_;  // the client's TCP took bytes from us
+  // When the token runs out (close 4002), or when authentication must have
+  // happened (close 4001); max when neither applies.
+  Clock::time_point auth_deadline_ = Clock::time_point::max();
+  std::shared_ptr<const Permissions> permissions_;  // null until authenticated
+  std::string raw_publish_topic_;
   std::vector<OutItem> pending_;   // not yet handed to an asynchronous write
   std::vector<OutItem> inflight_;  // in the current asynchronous write
   absl::flat_hash_set<std::string> topics_;

@@ -59,6 +59,8 @@ EXPECTED_SERIES = {
     "fanout_idle_disconnects_total": "counter",
     "fanout_close_timeouts_total": "counter",
     "fanout_handshake_timeouts_total": "counter",
+    "fanout_auth_failures_total": "counter",
+    "fanout_token_expirations_total": "counter",
     "fanout_handshakes_dropped_total": "counter",
 }
 
@@ -171,6 +173,8 @@ async def run(binary, promtool, tmp, results):
             'fanout_connections_rejected_total{reason="too_many_connections"}': 0,
             'fanout_connections_rejected_total{reason="too_many_per_address"}': 0,
             'fanout_connections_rejected_total{reason="too_many_topics"}': 0,
+            'fanout_connections_rejected_total{reason="unauthorized"}': 0,
+            'fanout_connections_rejected_total{reason="forbidden"}': 0,
             'fanout_connections_rejected_total{reason="shutting_down"}': 0,
             'fanout_publish_rejected_total{reason="invalid_topic"}': 0,
             'fanout_publish_rejected_total{reason="payload_too_large"}': 0,

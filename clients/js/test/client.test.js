@@ -275,14 +275,14 @@ describe("publish", () => {
   // TODO(security issue): once the node accepts {"op":"publish"}, this test
   // becomes: publish resolves to the seq that a subscriber sees; a topic the
   // token does not allow rejects with the node's code (e.g. "forbidden").
-  test("rejects with the node's error code (unknown_op: this node has no client publish)", async () => {
+  test("rejects with the node's error code (permission_denied: anonymous clients may not publish by default)", async () => {
     const c = connect();
     const topic = uniqueTopic("pub");
     const pending = c.publish(topic, { hello: "world" });  // waits for the connection
     await assert.rejects(pending, (e) => {
       assert.ok(e instanceof FanoutError);
-      assert.equal(e.code, "unknown_op");
-      assert.match(e.message, /unknown op 'publish'/);
+      assert.equal(e.code, "permission_denied");
+      assert.match(e.message, /not permitted to publish to /);
       return true;
     });
     await assert.rejects(c.publish("bad topic", 1), { code: "invalid_topic" });
