@@ -23,15 +23,27 @@ absl::StatusOr<size_t> PageSize(int32_t requested) {
 }  // namespace
 
 FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters,
-                                     WatchLimits watch_limits)
+                                     WatchLimits watch_limits, const ApiTokens* tokens)
     : hub_(hub),
+      tokens_(tokens),
       watch_limits_(watch_limits),
       node_id_(std::move(node_id)),
       counters_(std::move(counters)) {}
 
+absl::Status FanoutServiceImpl::Authorize(grpc::CallbackServerContext* ctx,
+                                          ApiTokens::Scope scope) const {
+  if (!tokens_) return absl::OkStatus();
+  const auto& metadata = ctx->client_metadata();
+  auto it = metadata.find("authorization");
+  std::optional<absl::string_view> value;
+  if (it != metadata.end()) value = absl::string_view(it->second.data(), it->second.size());
+  return tokens_->Check(value, scope);
+}
+
 grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext* ctx,
                                                      const v1::PublishRequest* req,
                                                      v1::PublishResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kPublish); !s.ok()) return Finish(ctx, s);
   if (!counters_.serving()) {
     rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     return Finish(ctx, absl::UnavailableError("node is shutting down"));
@@ -46,6 +58,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,
                                                        const v1::BroadcastRequest* req,
                                                        v1::BroadcastResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kPublish); !s.ok()) return Finish(ctx, s);
   if (!counters_.serving()) {
     rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     return Finish(ctx, absl::UnavailableError("node is shutting down"));
@@ -60,6 +73,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(
     grpc::CallbackServerContext* ctx, const v1::ListSubscribersRequest* req,
     v1::ListSubscribersResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   if (absl::Status s = hub_->ValidateTopic(req->topic()); !s.ok()) return Finish(ctx, s);
   auto page_size = PageSize(req->page_size());
   if (!page_size.ok()) return Finish(ctx, page_size.status());
@@ -87,6 +101,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(
 grpc::ServerUnaryReactor* FanoutServiceImpl::ListTopics(grpc::CallbackServerContext* ctx,
                                                         const v1::ListTopicsRequest* req,
                                                         v1::ListTopicsResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   auto page_size = PageSize(req->page_size());
   if (!page_size.ok()) return Finish(ctx, page_size.status());
   // The token is the last topic name of the previous page.
@@ -110,6 +125,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::ListTopics(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* FanoutServiceImpl::GetStats(grpc::CallbackServerContext* ctx,
                                                       const v1::GetStatsRequest* req,
                                                       v1::GetStatsResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   resp->set_node_id(node_id_);
   resp->set_uptime_seconds(static_cast<uint64_t>(absl::ToInt64Seconds(absl::Now() - started_)));
   resp->set_connections(hub_->connection_count());

@@ -9,6 +9,7 @@
 #include "core/mutex.h"
 
 #include "absl/time/time.h"
+#include "auth/api_tokens.h"
 #include "core/hub.h"
 #include "fanout/v1/fanout.grpc.pb.h"
 
@@ -58,9 +59,10 @@ struct WatchLimits {
 // Thread: gRPC's threads; never blocks beyond a registry stripe lock.
 class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
  public:
-  // `watch_limits` bound what a Watch stream may fall behind.
+  // `watch_limits` bound what a Watch stream may fall behind; `tokens`
+  // (which must outlive the service) guard every call.
   FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters counters,
-                    WatchLimits watch_limits);
+                    WatchLimits watch_limits, const ApiTokens* tokens);
 
   grpc::ServerUnaryReactor* Publish(grpc::CallbackServerContext* ctx,
                                     const v1::PublishRequest* req,
@@ -108,11 +110,16 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   }
 
  private:
+  // OK when the call's `authorization` metadata allows `scope`;
+  // UNAUTHENTICATED or PERMISSION_DENIED otherwise.
+  absl::Status Authorize(grpc::CallbackServerContext* ctx, ApiTokens::Scope scope) const;
+
   // Publishes one request into `result`, never failing the caller.
   void PublishOne(const v1::PublishRequest& req, v1::PublishResult* result,
                   Hub::Admission admission);
 
   Hub* const hub_;
+  const ApiTokens* const tokens_;
   const WatchLimits watch_limits_;
   const std::string node_id_;
   const NodeCounters counters_;

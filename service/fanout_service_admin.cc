@@ -67,6 +67,7 @@ class Gather {
 grpc::ServerUnaryReactor* FanoutServiceImpl::Disconnect(grpc::CallbackServerContext* ctx,
                                                         const v1::DisconnectRequest* req,
                                                         v1::DisconnectResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   uint32_t code = req->code() == 0 ? kDefaultDisconnectCode : req->code();
   if (code != 1000 && (code < 3000 || code > 4999)) {
     return Finish(ctx, absl::InvalidArgumentError("code must be 1000 or 3000-4999"));
@@ -84,6 +85,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Disconnect(grpc::CallbackServerCont
 grpc::ServerUnaryReactor* FanoutServiceImpl::Subscribe(grpc::CallbackServerContext* ctx,
                                                        const v1::SubscribeRequest* req,
                                                        v1::SubscribeResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   if (absl::Status s = hub_->ValidateTopic(req->topic()); !s.ok()) return Finish(ctx, s);
   auto targets = Targets(hub_, *req);
   if (!targets.ok()) return Finish(ctx, targets.status());
@@ -112,6 +114,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Subscribe(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* FanoutServiceImpl::Unsubscribe(grpc::CallbackServerContext* ctx,
                                                          const v1::UnsubscribeRequest* req,
                                                          v1::UnsubscribeResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   if (absl::Status s = hub_->ValidateTopic(req->topic()); !s.ok()) return Finish(ctx, s);
   auto targets = Targets(hub_, *req);
   if (!targets.ok()) return Finish(ctx, targets.status());
@@ -133,6 +136,7 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Unsubscribe(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* FanoutServiceImpl::GetConnection(grpc::CallbackServerContext* ctx,
                                                            const v1::GetConnectionRequest* req,
                                                            v1::Connection* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
   if (req->connection_id().empty()) {
     return Finish(ctx, absl::InvalidArgumentError("connection_id is empty"));
   }

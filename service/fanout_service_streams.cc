@@ -397,6 +397,7 @@ void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishRes
 grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerContext* ctx,
                                                           const v1::PublishBatchRequest* req,
                                                           v1::PublishBatchResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kPublish); !s.ok()) return Finish(ctx, s);
   if (req->messages_size() > kMaxBatch) {
     return Finish(ctx, absl::InvalidArgumentError(
                            absl::StrCat("a batch holds at most ", kMaxBatch, " messages")));
@@ -421,6 +422,14 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerCo
 
 grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImpl::PublishStream(
     grpc::CallbackServerContext* ctx) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kPublish); !s.ok()) {
+    class Refuse final : public grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult> {
+     public:
+      explicit Refuse(const absl::Status& s) { Finish(ToGrpcStatus(s)); }
+      void OnDone() override { delete this; }
+    };
+    return new Refuse(s);
+  }
   return new PublishStreamReactor(
       [this](const v1::PublishRequest& r, v1::PublishResult* out) {
         PublishOne(r, out, Hub::Admission::kAccept);
@@ -430,15 +439,20 @@ grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImp
 
 grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::CallbackServerContext* ctx,
                                                                    const v1::WatchRequest* req) {
-  absl::Status status;
-  if (!req->topic().empty() && !req->prefix().empty()) {
-    status = absl::InvalidArgumentError("set topic or prefix, not both");
-  } else if (!req->topic().empty()) {
-    status = hub_->ValidateTopic(req->topic());
-  } else if (!req->prefix().empty()) {
-    status = hub_->ValidateTopic(req->prefix());
-    if (!status.ok()) status = absl::InvalidArgumentError(absl::StrCat("prefix: ", status.message()));
-  }
+  auto validate = [&]() -> absl::Status {
+    if (!req->topic().empty() && !req->prefix().empty()) {
+      return absl::InvalidArgumentError("set topic or prefix, not both");
+    }
+    if (!req->topic().empty()) return hub_->ValidateTopic(req->topic());
+    if (!req->prefix().empty()) {
+      if (absl::Status s = hub_->ValidateTopic(req->prefix()); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("prefix: ", s.message()));
+      }
+    }
+    return absl::OkStatus();
+  };
+  absl::Status status = Authorize(ctx, ApiTokens::Scope::kAdmin);
+  if (status.ok()) status = validate();
   if (status.ok() && hub_->observer_count() >= watch_limits_.max_watchers) {
     status = absl::ResourceExhaustedError(
         absl::StrCat("the node already has the limit of ", watch_limits_.max_watchers,

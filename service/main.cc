@@ -78,6 +78,12 @@ ABSL_FLAG(std::vector<std::string>, anonymous_subscribe, {},
           "Topic patterns anonymous clients may subscribe to on a node with token keys");
 ABSL_FLAG(std::vector<std::string>, anonymous_publish, {},
           "Topic patterns anonymous clients may publish to (default none)");
+ABSL_FLAG(std::string, grpc_token_file, "",
+          "File holding the bearer token every fanout.v1.Fanout call needs (health and reflection "
+          "stay open)");
+ABSL_FLAG(std::string, grpc_publish_token_file, "",
+          "File holding a bearer token that may call only Publish, Broadcast, PublishBatch and "
+          "PublishStream");
 
 namespace {
 
@@ -193,6 +199,8 @@ int main(int argc, char** argv) {
   options.auth.allow_anonymous = absl::GetFlag(FLAGS_allow_anonymous);
   options.auth.anonymous_subscribe = absl::GetFlag(FLAGS_anonymous_subscribe);
   options.auth.anonymous_publish = absl::GetFlag(FLAGS_anonymous_publish);
+  options.api_tokens.token_file = absl::GetFlag(FLAGS_grpc_token_file);
+  options.api_tokens.publish_token_file = absl::GetFlag(FLAGS_grpc_publish_token_file);
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop_signals;

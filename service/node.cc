@@ -90,8 +90,12 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
       .slow_client_disconnects = [pool] { return pool->Sum(&IoThreadStats::slow_disconnects); },
   };
   counters.serving = [raw] { return raw->serving(); };
+  auto api_tokens = ApiTokens::Create(options.api_tokens);
+  if (!api_tokens.ok()) return api_tokens.status();
+  node->api_tokens_ = std::move(*api_tokens);
   node->service_ = std::make_unique<FanoutServiceImpl>(node->hub_.get(), options.node_id,
-                                                       std::move(counters), options.watch);
+                                                       std::move(counters), options.watch,
+                                                       node->api_tokens_.get());
 
   node->health_ = std::make_unique<HealthService>();
   grpc::EnableDefaultHealthCheckService(false);
@@ -154,7 +158,8 @@ void Node::Shutdown() {
 
 absl::Status Node::Reload() {
   if (absl::Status s = authority_->Reload(); !s.ok()) return s;
-  spdlog::info("reloaded the token keys");
+  if (absl::Status s = api_tokens_->Reload(); !s.ok()) return s;
+  spdlog::info("reloaded the token keys and API tokens");
   return absl::OkStatus();
 }
 

@@ -38,6 +38,8 @@ struct NodeOptions {
   WatchLimits watch;
   // Client tokens and the anonymous rules.
   Authority::Options auth;
+  // The gRPC API's bearer tokens.
+  ApiTokens::Options api_tokens;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.
@@ -72,6 +74,7 @@ class Node {
   std::unique_ptr<IoThreadPool> pool_;
   std::unique_ptr<Hub> hub_;
   std::unique_ptr<Authority> authority_;
+  std::unique_ptr<ApiTokens> api_tokens_;
   std::unique_ptr<WsFrontEnd> front_end_;
   std::unique_ptr<FanoutServiceImpl> service_;
   std::unique_ptr<HealthService> health_;

@@ -17,6 +17,7 @@
 #include "tests/integration/fixture.h"
 #include "tests/testing/raw_ws.h"
 #include "tests/testing/tokens.h"
+#include "grpc/reflection/v1/reflection.grpc.pb.h"
 
 namespace fanout {
 namespace {
@@ -408,8 +409,62 @@ TEST_F(SecurityTest, SighupRotatesTheKeys) {
   ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
   EXPECT_TRUE(WaitFor([&] { return Upgrade(absl::StrCat("/ws?token=", new_token)).first == 101; }));
   EXPECT_EQ(Upgrade(absl::StrCat("/ws?token=", SignToken("HS256", kSecret, Claims("old")))).first, 401);
-  EXPECT_THAT(node_->Stderr(), HasSubstr("reloaded the token keys"));
+  EXPECT_THAT(node_->Stderr(), HasSubstr("reloaded the token keys and API tokens"));
   CheckWitness() ;
+}
+
+TEST_F(SecurityTest, ApiTokensGuardEveryFanoutCallButNotHealthOrReflection) {
+  Start({absl::StrCat("--grpc_token_file=", WriteTempFile("api", "admin-token\n")),
+         absl::StrCat("--grpc_publish_token_file=", WriteTempFile("pub", "publish-token"))});
+  auto call = [&](const std::string& token, auto rpc) {
+    grpc::ClientContext ctx;
+    if (!token.empty()) ctx.AddMetadata("authorization", absl::StrCat("Bearer ", token));
+    return rpc(&ctx);
+  };
+  auto publish = [&](grpc::ClientContext* ctx) {
+    v1::PublishRequest req;
+    req.set_topic("t");
+    v1::PublishResponse resp;
+    return stub_->Publish(ctx, req, &resp);
+  };
+  auto stats = [&](grpc::ClientContext* ctx) {
+    v1::GetStatsResponse resp;
+    return stub_->GetStats(ctx, v1::GetStatsRequest(), &resp);
+  };
+  EXPECT_EQ(call("", publish).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(call("wrong", publish).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(call("admin-token-and-more", publish).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(call("publish-token", publish).ok());
+  EXPECT_TRUE(call("admin-token", publish).ok());
+  grpc::Status denied = call("publish-token", stats);
+  EXPECT_EQ(denied.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(denied.error_message(), HasSubstr("may only publish"));
+  EXPECT_TRUE(call("admin-token", stats).ok());
+  // Streams too.
+  grpc::ClientContext sctx;
+  auto stream = stub_->PublishStream(&sctx);
+  v1::PublishResult r;
+  EXPECT_FALSE(stream->Read(&r));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext wctx;
+  wctx.AddMetadata("authorization", "Bearer publish-token");
+  auto watch = stub_->Watch(&wctx, v1::WatchRequest());
+  v1::WatchEvent e;
+  EXPECT_FALSE(watch->Read(&e));
+  EXPECT_EQ(watch->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // Health answered without a token (FanoutdProcess waited on it), and so
+  // is reflection.
+  auto reflection = grpc::reflection::v1::ServerReflection::NewStub(node_->channel());
+  grpc::ClientContext rctx;
+  auto info = reflection->ServerReflectionInfo(&rctx);
+  grpc::reflection::v1::ServerReflectionRequest list;
+  list.set_list_services("");
+  ASSERT_TRUE(info->Write(list));
+  grpc::reflection::v1::ServerReflectionResponse services;
+  ASSERT_TRUE(info->Read(&services));
+  EXPECT_GE(services.list_services_response().service_size(), 3);
+  info->WritesDone();
+  EXPECT_TRUE(info->Finish().ok());
 }
 
 TEST_F(SecurityTest, UnreadableKeyFilesStopTheNodeWithOneLine) {
