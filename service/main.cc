@@ -84,6 +84,12 @@ ABSL_FLAG(std::string, grpc_token_file, "",
 ABSL_FLAG(std::string, grpc_publish_token_file, "",
           "File holding a bearer token that may call only Publish, Broadcast, PublishBatch and "
           "PublishStream");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM certificate (chain): with --tls_key_file, the WebSocket port speaks wss:// and "
+          "https:// and the gRPC port TLS (re-read on SIGHUP; gRPC re-reads it every 10 s)");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "PEM CA bundle: gRPC clients must present a certificate it signed (mTLS)");
 
 namespace {
 
@@ -98,7 +104,11 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
       "max_subscriptions_per_connection", "max_topic_length",
       "max_payload_bytes", "max_outbound_queue_bytes", "max_inbound_message_bytes",
       "client_messages_per_second", "client_message_burst", "handshake_timeout",
-      "idle_timeout", "allowed_origins", "demo", "drain_timeout", "log_level"};
+      "idle_timeout", "allowed_origins", "demo", "drain_timeout", "log_level",
+      "jwt_secret_file", "jwt_public_key_file", "jwt_jwks_file", "jwt_issuer", "jwt_audience",
+      "jwt_leeway", "allow_anonymous", "anonymous_subscribe", "anonymous_publish",
+      "grpc_token_file", "grpc_publish_token_file", "tls_cert_file", "tls_key_file",
+      "tls_client_ca_file"};
   for (const char* name : kNames) {
     std::string env = absl::StrCat("FANOUT_", absl::AsciiStrToUpper(name));
     if (const char* value = std::getenv(env.c_str())) storage->push_back(absl::StrCat("--", name, "=", value));
@@ -201,6 +211,9 @@ int main(int argc, char** argv) {
   options.auth.anonymous_publish = absl::GetFlag(FLAGS_anonymous_publish);
   options.api_tokens.token_file = absl::GetFlag(FLAGS_grpc_token_file);
   options.api_tokens.publish_token_file = absl::GetFlag(FLAGS_grpc_publish_token_file);
+  options.ws.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
+  options.ws.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
+  options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop_signals;

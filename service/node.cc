@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
 #include <grpcpp/server_builder.h>
 
 #include <algorithm>
@@ -22,6 +24,40 @@ std::string DefaultNodeId() {
   char host[256] = {};
   if (gethostname(host, sizeof(host) - 1) != 0) std::snprintf(host, sizeof(host), "node");
   return absl::StrCat(host, "-", getpid());
+}
+
+// TLS on the gRPC port with the WebSocket port's certificate (already
+// checked by the front end), and mTLS with a client CA. gRPC's file watcher
+// re-reads the files every 10 seconds, so renewed certificates are served
+// without a restart.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> GrpcCredentials(
+    const NodeOptions& options) {
+  if (options.ws.tls_cert_file.empty()) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca_file needs --tls_cert_file and --tls_key_file (mTLS is TLS)");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (!options.tls_client_ca_file.empty()) {
+    if (absl::Status s = CheckPemCertificates(options.tls_client_ca_file, "--tls_client_ca_file");
+        !s.ok()) {
+      return s;
+    }
+  }
+  constexpr unsigned kRefreshSeconds = 10;
+  auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+      options.ws.tls_key_file, options.ws.tls_cert_file, options.tls_client_ca_file,
+      kRefreshSeconds);
+  grpc::experimental::TlsServerCredentialsOptions tls(provider);
+  tls.watch_identity_key_cert_pairs();
+  if (options.tls_client_ca_file.empty()) {
+    tls.set_cert_request_type(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  } else {
+    tls.watch_root_certs();
+    tls.set_cert_request_type(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  }
+  return grpc::experimental::TlsServerCredentials(tls);
 }
 
 }  // namespace
@@ -103,7 +139,9 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
       v1::Fanout::service_full_name(), grpc::health::v1::Health::service_full_name()});
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.grpc_listen, grpc::InsecureServerCredentials(), &port);
+  auto credentials = GrpcCredentials(options);
+  if (!credentials.ok()) return credentials.status();
+  builder.AddListeningPort(options.grpc_listen, *credentials, &port);
   builder.RegisterService(node->service_.get());
   builder.RegisterService(node->health_.get());
   node->reflection_->RegisterWith(&builder);
@@ -126,8 +164,11 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   node->pool_->Start();
   node->front_end_->Start();
   node->serving_.store(true, std::memory_order_release);
-  spdlog::info("fanoutd {} serving gRPC on {} and WebSocket on {} with {} I/O threads",
-               options.node_id, node->grpc_address_, node->ws_address(), options.ws.io_threads);
+  const bool tls = node->front_end_->tls() != nullptr;
+  spdlog::info("fanoutd {} serving gRPC{} on {} and {} on {} with {} I/O threads", options.node_id,
+               tls ? (options.tls_client_ca_file.empty() ? " (TLS)" : " (mTLS)") : "",
+               node->grpc_address_, tls ? "wss/https" : "WebSocket", node->ws_address(),
+               options.ws.io_threads);
   return node;
 }
 
@@ -159,7 +200,9 @@ void Node::Shutdown() {
 absl::Status Node::Reload() {
   if (absl::Status s = authority_->Reload(); !s.ok()) return s;
   if (absl::Status s = api_tokens_->Reload(); !s.ok()) return s;
-  spdlog::info("reloaded the token keys and API tokens");
+  if (absl::Status s = front_end_->ReloadTls(); !s.ok()) return s;
+  spdlog::info(front_end_->tls() ? "reloaded the token keys, API tokens and TLS certificate"
+                                 : "reloaded the token keys and API tokens");
   return absl::OkStatus();
 }
 

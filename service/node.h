@@ -40,6 +40,9 @@ struct NodeOptions {
   Authority::Options auth;
   // The gRPC API's bearer tokens.
   ApiTokens::Options api_tokens;
+  // With ws.tls_cert_file/tls_key_file, the gRPC port speaks TLS too; with
+  // this CA (PEM), gRPC clients must present a certificate it signed.
+  std::string tls_client_ca_file;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.
@@ -58,9 +61,11 @@ class Node {
   // 1001, let gRPC calls finish within the drain timeout. Idempotent.
   void Shutdown();
 
-  // Re-reads the key files (SIGHUP): new tokens are checked against the new
-  // keys; open connections keep what they were granted. On failure the keys
-  // in use stay and the error says which file failed.
+  // Re-reads the key files and the WebSocket port's TLS certificate
+  // (SIGHUP): new tokens are checked against the new keys, new connections
+  // get the new certificate; open connections keep what they were granted.
+  // On failure what is in use stays and the error says which file failed.
+  // (gRPC re-reads its certificate files by itself, every 10 seconds.)
   absl::Status Reload();
 
   // The node's Prometheus text (what /metrics serves).

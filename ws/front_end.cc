@@ -56,7 +56,15 @@ absl::StatusOr<std::unique_ptr<WsFrontEnd>> WsFrontEnd::Create(const WsOptions& 
                                                                Hooks hooks) {
   auto endpoint = ParseEndpoint(options.listen);
   if (!endpoint.ok()) return endpoint.status();
+  if (options.tls_cert_file.empty() != options.tls_key_file.empty()) {
+    return absl::InvalidArgumentError("--tls_cert_file and --tls_key_file go together: give both");
+  }
   std::unique_ptr<WsFrontEnd> fe(new WsFrontEnd(options, hub, pool, authority, std::move(hooks)));
+  if (!options.tls_cert_file.empty()) {
+    auto tls = TlsContext::Load(options.tls_cert_file, options.tls_key_file);
+    if (!tls.ok()) return tls.status();
+    fe->tls_ = std::move(*tls);
+  }
   auto listener = std::make_shared<WsListener>(fe.get(), &pool->thread(0));
   if (absl::Status s = listener->Open(*endpoint); !s.ok()) return s;
   fe->endpoint_ = listener->local_endpoint();
@@ -191,6 +199,9 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
   counter("fanout_handshake_timeouts_total",
           "HTTP connections dropped for not completing a request within --handshake_timeout.",
           p.Sum(&IoThreadStats::handshake_timeouts));
+  counter("fanout_tls_handshake_failures_total",
+          "Connections to the TLS port that were not TLS or whose TLS handshake failed.",
+          p.Sum(&IoThreadStats::tls_handshake_failures));
   counter("fanout_auth_failures_total",
           "Tokens refused on the auth or refresh op, and connections that sent none in time "
           "(refused upgrades count in fanout_connections_rejected_total).",

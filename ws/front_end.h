@@ -17,6 +17,7 @@
 #include "core/hub.h"
 #include "core/mutex.h"
 #include "ws/io_threads.h"
+#include "ws/transport.h"
 #include "ws/ws_options.h"
 
 namespace fanout {
@@ -54,6 +55,10 @@ class WsFrontEnd {
   // before stopping the pool.
   void Shutdown(absl::Duration deadline);
 
+  // Re-reads the TLS certificate and key (no-op without TLS); on failure the
+  // ones in use stay.
+  absl::Status ReloadTls() { return tls_ ? tls_->Reload() : absl::OkStatus(); }
+
   // Appends the front end's Prometheus series to `out`.
   void AppendMetrics(std::string* out) const;
 
@@ -61,6 +66,8 @@ class WsFrontEnd {
   Hub& hub() { return *hub_; }
   const Authority& authority() const { return *authority_; }
   const WsOptions& options() const { return options_; }
+  // Null unless the port speaks TLS.
+  const TlsContext* tls() const { return tls_.get(); }
   const Hooks& hooks() const { return hooks_; }
   IoThreadPool& pool() { return *pool_; }
   uint64_t NextConnectionId() { return next_id_.fetch_add(1, std::memory_order_relaxed); }
@@ -100,6 +107,7 @@ class WsFrontEnd {
   IoThreadPool* const pool_;
   const Authority* const authority_;
   const Hooks hooks_;
+  std::unique_ptr<TlsContext> tls_;
   std::shared_ptr<WsListener> listener_;
   boost::asio::ip::tcp::endpoint endpoint_;
   std::atomic<uint64_t> next_id_{1};

@@ -61,8 +61,25 @@ std::string HttpSession::AcceptKey(std::string_view key) {
   return Base64(digest, sizeof(digest));
 }
 
+namespace {
+
+Transport MakeTransport(asio::ip::tcp::socket socket, WsFrontEnd* front_end) {
+  if (!front_end->tls()) return Transport(std::move(socket));
+  SSL* ssl = front_end->tls()->NewSsl();
+  if (!ssl) {
+    // Out of memory: the connection is closed at once rather than served
+    // in plain text.
+    beast::error_code ignored;
+    socket.close(ignored);
+    return Transport(std::move(socket));
+  }
+  return Transport(std::move(socket), ssl);
+}
+
+}  // namespace
+
 HttpSession::HttpSession(asio::ip::tcp::socket socket, WsFrontEnd* front_end, IoThread* thread)
-    : socket_(std::move(socket)), front_end_(front_end), thread_(thread) {
+    : socket_(MakeTransport(std::move(socket), front_end)), front_end_(front_end), thread_(thread) {
   fifo_.owner = this;
 }
 
@@ -88,6 +105,7 @@ void HttpSession::Run() {
   thread_->wheel->Schedule(entry, TimerWheel::Clock::now() + absl::ToChronoMilliseconds(
                                                                  front_end_->options().handshake_timeout));
 
+  if (!socket_.is_open()) return Drop();
   parser_.emplace();
   parser_->header_limit(16 * 1024);
   parser_->body_limit(0);
@@ -123,6 +141,12 @@ void HttpSession::DropAll(IoThread* thread) {
 
 void HttpSession::OnRead(beast::error_code ec) {
   if (ec) {
+    if (socket_.tls() && ec.value() == EPROTO && ec.category() == boost::system::system_category()) {
+      // Not TLS (a plain-text request on a TLS port) or a failed handshake:
+      // there is no channel to answer on.
+      IoThreadStats::Add(thread_->stats.tls_handshake_failures, 1);
+      return Drop();
+    }
     if (ec != http::error::end_of_stream && ec != asio::error::operation_aborted &&
         socket_.is_open()) {
       front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);

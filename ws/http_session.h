@@ -14,6 +14,7 @@
 #include <boost/url/url_view.hpp>
 
 #include "ws/timer_wheel.h"
+#include "ws/transport.h"
 
 namespace fanout {
 
@@ -67,7 +68,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, private Ti
   void Drop();
   void OnDeadline() override;
 
-  boost::asio::ip::tcp::socket socket_;
+  Transport socket_;
   WsFrontEnd* const front_end_;
   IoThread* const thread_;
   boost::beast::flat_buffer buffer_;

@@ -33,6 +33,7 @@ struct alignas(64) IoThreadStats {
   std::atomic<uint64_t> close_timeouts{0};  // close handshakes that ran out of time
   std::atomic<uint64_t> handshake_timeouts{0};
   std::atomic<uint64_t> handshakes_dropped{0};  // oldest ones, to make room
+  std::atomic<uint64_t> tls_handshake_failures{0};  // not TLS, or TLS that failed
   std::atomic<uint64_t> auth_failures{0};       // bad tokens on auth/refresh, or none in time
   std::atomic<uint64_t> token_expirations{0};   // closes with 4002
   // Gauges.

@@ -44,6 +44,10 @@ struct WsOptions {
   std::vector<std::string> allowed_origins;
   // Serve the browser library at /client/fanout.js and the demo page at /demo.
   bool demo = true;
+  // PEM certificate (chain) and key: when both are set the port speaks TLS
+  // only (wss:// and https://). Re-read by WsFrontEnd::ReloadTls (SIGHUP).
+  std::string tls_cert_file;
+  std::string tls_key_file;
 };
 
 }  // namespace fanout

@@ -625,7 +625,7 @@ void WsSession::OnWrite(error_code ec) {
 
 void WsSession::AfterFlush(bool linger) {
   after_flush_ = linger ? AfterFlushStep::kLinger : AfterFlushStep::kClose;
-  if (pending_.empty() && !writing_) OnQueueDrained();
+  if (!writing_) DoWrite();
 }
 
 void WsSession::OnQueueDrained() {

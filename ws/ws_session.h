@@ -22,6 +22,7 @@
 #include "core/subscriber.h"
 #include "ws/frame_parser.h"
 #include "ws/timer_wheel.h"
+#include "ws/transport.h"
 
 namespace fanout {
 
@@ -48,7 +49,7 @@ class WsSession final : public Subscriber,
                         private WsFrameParser::Handler,
                         private TimerWheel::Entry {
  public:
-  WsSession(boost::asio::ip::tcp::socket socket, Identity identity, WsFrontEnd* front_end,
+  WsSession(Transport socket, Identity identity, WsFrontEnd* front_end,
             IoThread* thread);
   ~WsSession() override;
 
@@ -173,7 +174,7 @@ class WsSession final : public Subscriber,
   void OnDeadline() override;
   void ScheduleKeepAlive();
 
-  using Socket = boost::asio::ip::tcp::socket;
+  using Socket = Transport;
   using Clock = std::chrono::steady_clock;
   Socket socket_;
   WsFrontEnd* const front_end_;
