@@ -62,6 +62,7 @@ EXPECTED_SERIES = {
     "fanout_auth_failures_total": "counter",
     "fanout_token_expirations_total": "counter",
     "fanout_handshakes_dropped_total": "counter",
+    "fanout_tls_handshake_failures_total": "counter",
 }
 
 
