@@ -6,7 +6,7 @@ export type Payload = unknown;
 /** One message published to a topic. */
 export interface Message {
   topic: string;
-  /** The topic's sequence number on the node. */
+  /** The topic's sequence number on the node: one more per publish; starts again at 1 when the node restarts or forgets the topic. */
   seq: number;
   /** The JSON value when the payload was JSON, a string when it was other UTF-8 text, a Uint8Array otherwise. */
   data: Payload;
@@ -40,8 +40,9 @@ export interface StateInfo {
 }
 
 /**
- * `code` is the protocol's error code (invalid_topic, too_many_subscriptions, unknown_op,
- * unauthenticated, ...) or the client's own: timeout, connection_lost, closed, not_connected,
+ * `code` is the protocol's error code (invalid_topic, too_many_subscriptions, permission_denied,
+ * unauthorized, unknown_op, ...) or the client's own: unauthenticated (closed with 4001),
+ * token_expired (a token string got 4002), timeout, connection_lost, closed, not_connected,
  * token_failed, connect_failed, protocol.
  */
 export class FanoutError extends Error {
@@ -69,7 +70,7 @@ export interface WebSocketConstructor {
 }
 
 export interface FanoutClientOptions {
-  /** Sent as ?token=. A function is called before every connection and before a JWT's exp. */
+  /** Sent in {"op":"auth"} when a connection opens. A function is called before every connection and after 80% of a JWT's lifetime (refresh). */
   token?: string | (() => string | Promise<string>);
   /** Topics to subscribe to from the start; their messages come through on("message"). */
   topics?: string[];
@@ -89,6 +90,17 @@ export interface FanoutClientOptions {
   maxTopicLength?: number;
   /** Longest connection URL; topics beyond it are subscribed by control message (default 8000). */
   maxUrlLength?: number;
+  /** Most topics in the connection URL (default 100). */
+  maxUrlTopics?: number;
+  /** Subscribes and unsubscribes sent at once (default 100), then this many per second (default 50). */
+  controlBurst?: number;
+  controlPerSecond?: number;
+  /** How long a token function may take (default 10000 ms). */
+  tokenTimeoutMs?: number;
+  /** Earliest refresh after a token arrives (default 2000 ms). */
+  refreshMinDelayMs?: number;
+  /** First retry delay of a failed refresh, doubling up to maxDelayMs (default 1000 ms). */
+  refreshRetryMs?: number;
   /** Close codes after which the client stays closed (default [4001]). */
   terminalCloseCodes?: number[];
   /** The jitter's source, returning a number in [0, 1) (default Math.random; tests fix it). */
@@ -113,7 +125,7 @@ export class FanoutClient {
   topics(): string[];
   onBroadcast(handler: (broadcast: Broadcast) => void): () => void;
   /** Resolves to the message's seq; rejects with a FanoutError. */
-  publish(topic: string, data: unknown, options?: { timeoutMs?: number }): Promise<number>;
+  publish(topic: string, data: unknown, options?: { timeoutMs?: number; echo?: boolean }): Promise<number>;
   ping(options?: { timeoutMs?: number }): Promise<void>;
   on<E extends keyof EventMap>(event: E, handler: EventMap[E]): () => void;
   close(): void;

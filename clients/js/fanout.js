@@ -9,27 +9,55 @@
 const DEFAULTS = Object.freeze({
   // Reconnection: the n-th delay in a row (n from 0) is uniform in
   // [0, min(maxDelayMs, initialDelayMs * 2^n)) ("full jitter"); n returns to
-  // 0 once a connection has stayed open for stableAfterMs.
+  // 0 once a connection has stayed open for stableAfterMs. After a close for
+  // reading too slowly (4008) or sending too much (1008), n is at least
+  // SLOW_DOWN_ATTEMPT.
   initialDelayMs: 500,
   maxDelayMs: 30000,
   stableAfterMs: 10000,
-  // How long publish(), ping() and the heartbeat wait for the node's reply.
+  // How long publish(), ping(), subscriptions, the token's auth and the
+  // heartbeat wait for the node's reply.
   requestTimeoutMs: 10000,
-  // A ping every heartbeatMs while open; no reply within requestTimeoutMs
-  // drops the connection and reconnects (0: no heartbeat).
+  // While open, every heartbeatMs without a word from the node, a ping; when
+  // nothing at all (reply, delivery) arrives within requestTimeoutMs of it,
+  // the connection is dropped and the client reconnects (0: no heartbeat).
   heartbeatMs: 30000,
   // The node's --max_topic_length; longer topics are refused here, before
   // they can make the node refuse the whole connection.
   maxTopicLength: 256,
-  // Topics go in the connection URL while it stays this short; the rest are
+  // Topics go in the connection URL (without a token only) while there are at
+  // most maxUrlTopics of them and the URL stays this short (the node reads
+  // 16 KiB of request headers, and refuses more topics than its
+  // --max_subscriptions_per_connection, 1000 by default); the rest are
   // subscribed with control messages once the connection is open.
   maxUrlLength: 8000,
+  maxUrlTopics: 100,
+  // Control messages (subscribe, unsubscribe) go out at most this fast: a
+  // burst, then a steady rate, well within the node's default limit of 100
+  // per second with bursts of 200 (pings and publishes count there too).
+  controlBurst: 100,
+  controlPerSecond: 50,
+  // How long a token function may take before the attempt counts as failed.
+  tokenTimeoutMs: 10000,
+  // A token function's JWT is refreshed after 80% of its lifetime, but never
+  // sooner than refreshMinDelayMs; a failed refresh is retried after
+  // refreshRetryMs, doubling (with jitter) up to maxDelayMs.
+  refreshMinDelayMs: 2000,
+  refreshRetryMs: 1000,
   // Close codes after which the client does not reconnect. 4001: the node
-  // refused the token.
+  // refused the token (or got none in time). 4002 (token expired) is
+  // terminal only for a token string: a token function gets called again.
   terminalCloseCodes: [4001],
   // The jitter's source: a function returning a number in [0, 1).
   random: Math.random,
 });
+
+// The backoff attempt a close for overload (4008 slow consumer, 1008 rate
+// limit) starts from: the node is telling the client to come back later.
+const SLOW_DOWN_ATTEMPT = 3;
+// Seqs a gap skipped that are still awaited as late (reordered) arrivals.
+const REORDER_WINDOW = 1000;
+const noop = () => {};
 
 const EVENTS = ["state", "error", "gap", "message", "subscribed"];
 const TOPIC_CHAR = /[A-Za-z0-9_.:@/-]/;
@@ -92,6 +120,45 @@ function jwtExpiry(token) {
   }
 }
 
+// One topic's (or the broadcasts') sequence numbers: the highest seen, and
+// the ones a gap skipped that may still arrive late (publishers racing each
+// other, docs/protocol.md#deliveries). see(seq) returns the gap to report,
+// or null: one gap for a jump ahead, none for a late arrival, one for a jump
+// back (a restarted node, or a topic it forgot), after which counting starts
+// again from there.
+class SeqTracker {
+  highest = undefined;
+  #late = new Set();
+
+  see(seq) {
+    if (typeof seq !== "number") return null;
+    const highest = this.highest;
+    if (highest === undefined || seq === highest + 1) {
+      this.highest = seq;
+      return null;
+    }
+    if (seq > highest) {
+      for (let s = Math.max(highest + 1, seq - REORDER_WINDOW); s < seq; s++) this.#late.add(s);
+      for (const s of this.#late) {
+        if (this.#late.size <= REORDER_WINDOW) break;
+        this.#late.delete(s);
+      }
+      this.highest = seq;
+      return { expected: highest + 1, got: seq };
+    }
+    if (this.#late.delete(seq)) return null;
+    this.highest = seq;
+    this.#late.clear();
+    return { expected: highest + 1, got: seq };
+  }
+
+  // Messages of an earlier connection cannot arrive on a new one: a seq at or
+  // below the highest is then a restart, not a late arrival.
+  newConnection() {
+    this.#late.clear();
+  }
+}
+
 // Reports an exception thrown by application code the way the platform
 // reports one from an event listener, without stopping the other listeners.
 function callSafely(fn, arg) {
@@ -114,19 +181,33 @@ export class FanoutClient {
   // A pinned topic (from options.topics) stays until unsubscribe(topic).
   #topics = new Map();
   #broadcastHandlers = new Set();
-  // Last seq seen per topic (and for broadcasts), kept across reconnections
+  // Seq trackers per topic (and for broadcasts), kept across reconnections
   // so that a restarted node or missed messages show up as a gap.
-  #lastSeq = new Map();
-  #lastBroadcastSeq = undefined;
+  #seqs = new Map();
+  #broadcastSeqs = new SeqTracker();
 
   #state = "connecting";
   #closed = false;
   #attempt = 0;
   #ws = null;
-  // Topics subscribed on the current socket (in its URL or by a control
-  // message already sent); reset with every socket.
+  // Topics subscribed on the current socket (in its URL, or by a subscribe
+  // already sent); reset with every socket.
   #live = new Set();
   #urlTopics = new Set();
+  // Topics whose subscription on the current socket may differ from what the
+  // application wants; sent, paced, by #pump().
+  #dirty = new Set();
+  #bucket = 0;
+  #bucketTime = 0;
+  #pumpTimer = null;
+  // Subscribe timeouts per topic on the current socket.
+  #subTimeouts = new Map();
+  // When the node last sent anything on the current socket (Date.now()).
+  #lastHeard = 0;
+  // The node's answer to a refused auth, for the 4001 that follows.
+  #authError = null;
+  // The node does not know {"op":"refresh"} (or this connection has no token).
+  #noRefresh = false;
   #nextId = 1;
   // id -> { frame, resolve, reject, timer, sent }; unsent ones wait for open.
   #pending = new Map();
@@ -182,7 +263,7 @@ export class FanoutClient {
     if (!entry) {
       entry = { subs: new Set(), pinned: false };
       this.#topics.set(topic, entry);
-      if (this.#state === "open" && !this.#live.has(topic)) this.#sendSubscribe(topic);
+      this.#reconcile(topic);
     }
     const sub = { handler };
     entry.subs.add(sub);
@@ -197,11 +278,8 @@ export class FanoutClient {
   // Stops `topic` altogether: every handler, and the node's subscription.
   unsubscribe(topic) {
     if (!this.#topics.delete(topic)) return;
-    this.#lastSeq.delete(topic);
-    if (this.#live.delete(topic) && this.#state === "open") {
-      this.#request({ op: "unsubscribe", topic }, { waitOpen: false }).catch((e) =>
-        this.#reportUnlessLost(e));
-    }
+    this.#seqs.delete(topic);
+    this.#reconcile(topic);
   }
 
   // Topics the application is subscribed to, in subscription order.
@@ -220,16 +298,21 @@ export class FanoutClient {
 
   // Publishes `data` (a JSON value) to `topic` through this connection and
   // resolves to the message's seq. Waits for the connection to open (up to
-  // options.requestTimeoutMs). Rejects with a FanoutError whose code is the
-  // node's (for example `unknown_op` from a node without client publish,
-  // `forbidden`), or `timeout`, `connection_lost` (the connection dropped
-  // before the answer: the message may or may not have gone out), `closed`.
-  async publish(topic, data, { timeoutMs } = {}) {
+  // options.requestTimeoutMs). `echo: false` keeps the message from this
+  // client's own subscription. Rejects with a FanoutError whose code is the
+  // node's (`permission_denied` when the token or the node's anonymous rules
+  // do not allow it, `payload_too_large`, `overloaded`, `unknown_op` from a
+  // node without client publish), or `timeout`, `connection_lost` (the
+  // connection dropped before the answer: the message may or may not have
+  // gone out), `closed`.
+  async publish(topic, data, { timeoutMs, echo } = {}) {
     validateTopic(topic, this.#opts.maxTopicLength);
     if (data === undefined || data instanceof Uint8Array || data instanceof ArrayBuffer) {
       throw new TypeError("publish takes a JSON value (binary payloads go through gRPC)");
     }
-    const reply = await this.#request({ op: "publish", topic, data }, { timeoutMs, waitOpen: true });
+    const msg = { op: "publish", topic, data };
+    if (echo !== undefined) msg.echo = Boolean(echo);
+    const reply = await this.#request(msg, { timeoutMs, waitOpen: true });
     return reply.seq;
   }
 
@@ -240,7 +323,8 @@ export class FanoutClient {
   }
 
   // Listens to an event; returns a function that stops listening.
-  //   "state"      (state, { code, reason, attempt, delayMs }) on every change
+  //   "state"      (state, { code, reason, attempt, delayMs }) on every change,
+  //                and on every reconnection attempt
   //   "error"      (FanoutError)
   //   "gap"        ({ topic, expected, got }); topic is null for broadcasts
   //   "message"    ({ topic, seq, data }) for every topic's messages
@@ -276,32 +360,65 @@ export class FanoutClient {
 
   // ---- connection ----
 
+  // The token for the next connection or refresh: the string, or what the
+  // function returns within tokenTimeoutMs. Throws FanoutError token_failed.
+  async #getToken() {
+    if (typeof this.#token !== "function") return this.#token;
+    const ms = this.#opts.tokenTimeoutMs;
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new FanoutError(
+          "token_failed", `the token function did not answer within ${ms} ms`)), ms);
+    });
+    let token;
+    try {
+      token = await Promise.race([Promise.resolve().then(() => this.#token()), timeout]);
+    } catch (e) {
+      if (e instanceof FanoutError && e.code === "token_failed") throw e;
+      throw new FanoutError("token_failed", `the token function failed: ${e?.message ?? e}`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (typeof token !== "string" || token === "") {
+      throw new FanoutError("token_failed", `the token function returned ${token === "" ? "an empty string" : typeof token}, not a token`);
+    }
+    return token;
+  }
+
   async #connect() {
     let token;
     try {
-      token = typeof this.#token === "function" ? await this.#token() : this.#token;
+      token = await this.#getToken();
     } catch (e) {
       if (this.#closed) return;
-      this.#emitError(new FanoutError("token_failed", `the token function failed: ${e?.message ?? e}`,
-                                      { cause: e }));
+      this.#emitError(e);
       return this.#scheduleReconnect({ code: null, reason: "token function failed" });
     }
     if (this.#closed) return;
     const url = new URL(this.#url);
-    if (token != null && token !== "") url.searchParams.set("token", token);
+    url.searchParams.delete("token");
+    url.searchParams.delete("topics");
     const urlTopics = new Set();
-    const listed = [];
-    for (const topic of this.#topics.keys()) {
-      listed.push(topic);
-      url.searchParams.set("topics", listed.join(","));
-      if (url.href.length > this.#opts.maxUrlLength) {
-        listed.pop();
-        break;
+    // With a token, the token goes first, in an auth message (a node refuses
+    // topics in the URL that it cannot check against a token, and a refused
+    // upgrade hides its reason from browsers; a refused auth closes with
+    // 4001 and says why). Without one, the topics ride in the URL, so that
+    // they are subscribed before the connection opens.
+    if (token == null || token === "") {
+      const listed = [];
+      for (const topic of this.#topics.keys()) {
+        if (listed.length >= this.#opts.maxUrlTopics) break;
+        listed.push(topic);
+        url.searchParams.set("topics", listed.join(","));
+        if (url.href.length > this.#opts.maxUrlLength) {
+          listed.pop();
+          break;
+        }
+        urlTopics.add(topic);
       }
-      urlTopics.add(topic);
+      if (listed.length > 0) url.searchParams.set("topics", listed.join(","));
+      else url.searchParams.delete("topics");
     }
-    if (listed.length > 0) url.searchParams.set("topics", listed.join(","));
-    else url.searchParams.delete("topics");
 
     let ws;
     try {
@@ -313,33 +430,62 @@ export class FanoutClient {
     }
     this.#ws = ws;
     this.#urlTopics = urlTopics;
+    this.#authError = null;
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => ws === this.#ws && this.#onOpen(token);
+    ws.onopen = () => ws === this.#ws && this.#onSocketOpen(token);
     ws.onmessage = (event) => ws === this.#ws && this.#onMessage(event.data);
     ws.onclose = (event) => ws === this.#ws && this.#onClose(event.code, event.reason);
     // A close event follows an error in browsers, with the code; Node 20's
     // global WebSocket sends none when it cannot connect at all.
     ws.onerror = () => setTimeout(() => ws === this.#ws && this.#onClose(1006, "connection failed"));
+    // The ws package shows the node's WebSocket pings and pongs: life too.
+    if (typeof ws.on === "function") {
+      const heard = () => ws === this.#ws && (this.#lastHeard = Date.now());
+      ws.on("ping", heard);
+      ws.on("pong", heard);
+    }
+  }
+
+  #onSocketOpen(token) {
+    this.#lastHeard = Date.now();
+    this.#bucket = this.#opts.controlBurst;
+    this.#bucketTime = Date.now();
+    for (const tracker of this.#seqs.values()) tracker.newConnection();
+    this.#broadcastSeqs.newConnection();
+    if (token == null || token === "") {
+      this.#noRefresh = true;
+      return this.#onOpen(null);
+    }
+    const ws = this.#ws;
+    this.#noRefresh = false;
+    this.#request({ op: "auth", token }, { now: true }).then(
+      () => ws === this.#ws && this.#onOpen(token),
+      (e) => {
+        if (ws !== this.#ws) return;
+        if (e.code === "unknown_op") {
+          // A node from before tokens: it checks none.
+          this.#noRefresh = true;
+          return this.#onOpen(token);
+        }
+        if (e.code === "timeout") return this.#abandon(ws, "auth timeout", `no answer to the token within ${this.#opts.requestTimeoutMs} ms`);
+        // A refused token: the node closes with 4001 next; say its reason then.
+        this.#authError = e;
+      });
   }
 
   #onOpen(token) {
     // The URL's topics were subscribed before the upgrade completed. Topics
     // added or removed since the URL was built are caught up here.
     this.#live = new Set(this.#urlTopics);
-    for (const topic of this.#urlTopics) {
-      if (!this.#topics.has(topic)) {
-        this.#live.delete(topic);
-        this.#sendRaw({ op: "unsubscribe", topic });
-      }
-    }
+    this.#subTimeouts = new Map();
+    for (const topic of this.#urlTopics) if (!this.#topics.has(topic)) this.#dirty.add(topic);
+    for (const topic of this.#topics.keys()) if (!this.#live.has(topic)) this.#dirty.add(topic);
     // Open before the listeners hear of it, so that requests go out at once;
     // the events come last because a listener may close the client.
     const ws = this.#ws;
-    const inUrl = [...this.#live];
+    const inUrl = [...this.#live].filter((t) => this.#topics.has(t));
     this.#state = "open";
-    for (const topic of this.#topics.keys()) {
-      if (!this.#live.has(topic)) this.#sendSubscribe(topic);
-    }
+    this.#pump();
     for (const entry of this.#pending.values()) {
       if (!entry.sent) {
         entry.sent = true;
@@ -350,7 +496,7 @@ export class FanoutClient {
     if (this.#opts.heartbeatMs > 0) {
       this.#heartbeatTimer = setInterval(() => this.#heartbeat(), this.#opts.heartbeatMs);
     }
-    this.#scheduleRefresh(token);
+    this.#planRefresh(token);
     this.#emit("state", "open", {});
     for (const topic of inUrl) {
       if (ws === this.#ws && this.#topics.has(topic)) this.#emit("subscribed", { topic });
@@ -358,6 +504,7 @@ export class FanoutClient {
   }
 
   #onMessage(raw) {
+    this.#lastHeard = Date.now();
     if (typeof raw !== "string") {
       return this.#emitError(new FanoutError("protocol", "the node sent a binary frame to a JSON client"));
     }
@@ -377,18 +524,18 @@ export class FanoutClient {
     else if ("b64" in msg) data = decodeBase64(msg.b64);
     const seq = msg.seq;
     if (msg.broadcast === true) {
-      const last = this.#lastBroadcastSeq;
-      this.#lastBroadcastSeq = seq;
-      if (last !== undefined && seq !== last + 1) this.#emit("gap", { topic: null, expected: last + 1, got: seq });
+      const gap = this.#broadcastSeqs.see(seq);
+      if (gap) this.#emit("gap", { topic: null, ...gap });
       for (const sub of [...this.#broadcastHandlers]) callSafely(sub.handler, { seq, data });
       return;
     }
     const topic = msg.topic;
     const entry = this.#topics.get(topic);
     if (!entry) return;  // unsubscribed here; the node has not heard yet
-    const last = this.#lastSeq.get(topic);
-    this.#lastSeq.set(topic, seq);
-    if (last !== undefined && seq !== last + 1) this.#emit("gap", { topic, expected: last + 1, got: seq });
+    let tracker = this.#seqs.get(topic);
+    if (!tracker) this.#seqs.set(topic, (tracker = new SeqTracker()));
+    const gap = tracker.see(seq);
+    if (gap) this.#emit("gap", { topic, ...gap });
     const message = { topic, seq, data };
     for (const sub of [...entry.subs]) callSafely(sub.handler, message);
     this.#emit("message", message);
@@ -409,23 +556,50 @@ export class FanoutClient {
   }
 
   #onClose(code, reason) {
+    const authError = this.#authError;
     this.#dropSocket();
     this.#failPending(() => new FanoutError("connection_lost",
         `the connection closed (${code}${reason ? " " + reason : ""}) before the node answered`,
         { closeCode: code, reason }), false);
     if (this.#closed) return;
+    const detail = `close ${code}${reason ? ": " + reason : ""}`;
+    if (code === 4001) {
+      const why = this.#token == null || this.#token === ""
+        ? "the node requires a token and the client has none"
+        : `the node refused the token${authError && authError.message !== reason ? ` (${authError.message})` : ""}`;
+      return this.#terminal(code, reason, "unauthenticated", `${why} (${detail}); not reconnecting`);
+    }
+    if (code === 4002 && typeof this.#token !== "function") {
+      return this.#terminal(code, reason, "token_expired",
+          `the token expired (${detail}) and a token string cannot be renewed: pass a function ` +
+          "as options.token to have a fresh one fetched; not reconnecting");
+    }
     if (this.#opts.terminalCloseCodes.includes(code)) {
-      this.#closed = true;
-      globalThis.removeEventListener?.("online", this.#onOnline);
-      this.#failPending(() => new FanoutError("closed", "the client is closed"), true);
-      const why = code === 4001 ? "the node refused the token" : "the node closed the connection for good";
-      this.#setState("closed", { code, reason });
-      this.#emitError(new FanoutError(code === 4001 ? "unauthenticated" : "closed",
-          `${why} (close ${code}${reason ? ": " + reason : ""}); not reconnecting`,
-          { closeCode: code, reason }));
-      return;
+      return this.#terminal(code, reason, "closed",
+          `the node closed the connection for good (${detail}); not reconnecting`);
     }
     this.#scheduleReconnect({ code, reason });
+  }
+
+  // Stays closed after `code` and says why.
+  #terminal(code, reason, errorCode, message) {
+    this.#closed = true;
+    globalThis.removeEventListener?.("online", this.#onOnline);
+    clearTimeout(this.#retryTimer);
+    this.#failPending(() => new FanoutError("closed", "the client is closed"), true);
+    this.#setState("closed", { code, reason });
+    this.#emitError(new FanoutError(errorCode, message, { closeCode: code, reason }));
+  }
+
+  // Gives up on a socket that looks open but does not answer (a dead network
+  // path) rather than wait for TCP to notice, and reconnects.
+  #abandon(ws, closeReason, why) {
+    try {
+      ws.close(4000, closeReason);
+    } catch {
+      // Nothing to do: the socket is being dropped anyway.
+    }
+    this.#onClose(1006, why);
   }
 
   // Forgets the current socket and its timers; its late events are ignored.
@@ -433,16 +607,31 @@ export class FanoutClient {
     const ws = this.#ws;
     this.#ws = null;
     this.#live = new Set();
+    this.#dirty = new Set();
+    this.#authError = null;
+    clearTimeout(this.#pumpTimer);
     clearTimeout(this.#stableTimer);
     clearInterval(this.#heartbeatTimer);
     clearTimeout(this.#refreshTimer);
-    if (ws) ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Still listened to: the ws package reports a close before the
+      // connection opened as an 'error', which without a listener would
+      // end the process.
+      ws.onerror = noop;
+    }
   }
 
   #scheduleReconnect({ code, reason }) {
-    const attempt = this.#attempt++;
+    let attempt = this.#attempt;
+    // Told to slow down: not straight back.
+    if (code === 4008 || code === 1008) attempt = Math.max(attempt, SLOW_DOWN_ATTEMPT);
+    this.#attempt = attempt + 1;
     const delayMs = backoffDelay(attempt, this.#opts, this.#opts.random);
-    this.#setState("reconnecting", { code, reason, attempt, delayMs });
+    // Every attempt is a state event, so that the application can show it.
+    this.#state = "reconnecting";
+    this.#emit("state", "reconnecting", { code, reason, attempt, delayMs });
+    if (this.#closed) return;  // a listener closed the client
     clearTimeout(this.#retryTimer);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
@@ -458,79 +647,139 @@ export class FanoutClient {
     this.#connect();
   }
 
+  // Anything from the node is a sign of life: a ping only when it has been
+  // quiet for heartbeatMs; the connection is dead when nothing at all comes
+  // within requestTimeoutMs of the ping (a reply queues behind deliveries,
+  // so a busy connection may answer late and be no less alive for it).
   #heartbeat() {
     const ws = this.#ws;
-    this.#request({ op: "ping" }, { waitOpen: false }).catch((e) => {
-      if (e.code !== "timeout" || ws !== this.#ws) return;
-      // The socket looks open but nothing comes back (a dead network path):
-      // give up on it now rather than wait for TCP to notice.
-      try {
-        ws.close(4000, "heartbeat timeout");
-      } catch {
-        // Nothing to do: the socket is being dropped anyway.
-      }
-      this.#onClose(1006, `no reply to a ping within ${this.#opts.requestTimeoutMs} ms`);
+    const sentAt = Date.now();
+    if (sentAt - this.#lastHeard < this.#opts.heartbeatMs) return;
+    this.#request({ op: "ping" }).catch((e) => {
+      if (e.code !== "timeout" || ws !== this.#ws || this.#lastHeard >= sentAt) return;
+      this.#abandon(ws, "heartbeat timeout", `nothing from the node within ${this.#opts.requestTimeoutMs} ms of a ping`);
     });
   }
 
-  // With a token function and a JWT with `exp`, fetches a fresh token before
-  // the current one expires and hands it to the node ({"op":"refresh"}).
-  #scheduleRefresh(token) {
-    if (typeof this.#token !== "function") return;
+  // With a token function and a JWT with `exp`, fetches a fresh token after
+  // 80% of the current one's lifetime and hands it to the node
+  // ({"op":"refresh"}), retrying with backoff when that fails.
+  #planRefresh(token) {
+    clearTimeout(this.#refreshTimer);
+    if (typeof this.#token !== "function" || this.#noRefresh) return;
     const exp = jwtExpiry(token);
     if (exp === null) return;
-    const left = exp * 1000 - Date.now();
-    const early = Math.min(60000, left / 5);
-    const delay = Math.min(Math.max(left - early, 0), 2 ** 31 - 1);
-    const ws = this.#ws;
-    this.#refreshTimer = setTimeout(async () => {
-      let fresh;
-      try {
-        fresh = await this.#token();
-      } catch (e) {
-        return this.#emitError(new FanoutError("token_failed", `the token function failed: ${e?.message ?? e}`,
-                                               { cause: e }));
-      }
-      if (ws !== this.#ws) return;
-      try {
-        await this.#request({ op: "refresh", token: fresh }, { waitOpen: false });
-        if (ws === this.#ws) this.#scheduleRefresh(fresh);
-      } catch (e) {
-        this.#reportUnlessLost(e);
-      }
-    }, delay);
+    const lifetime = exp * 1000 - Date.now();
+    const delay = Math.min(Math.max(this.#opts.refreshMinDelayMs, lifetime * 0.8), 2 ** 31 - 1);
+    this.#refreshTimer = setTimeout(() => this.#refresh(0), delay);
   }
 
-  // ---- requests ----
+  async #refresh(failures) {
+    const ws = this.#ws;
+    try {
+      const fresh = await this.#getToken();
+      if (ws !== this.#ws) return;
+      await this.#request({ op: "refresh", token: fresh });
+      if (ws === this.#ws) this.#planRefresh(fresh);
+    } catch (e) {
+      if (ws !== this.#ws || this.#closed) return;
+      if (e.code === "connection_lost" || e.code === "closed" || e.code === "not_connected") return;
+      if (e.code === "unknown_op" || e.code === "unauthenticated") {
+        // A node that does not refresh tokens, or a connection without one:
+        // asking again would get the same answer.
+        this.#noRefresh = true;
+        return;
+      }
+      e.message = `token refresh failed, retrying: ${e.message}`;
+      this.#emitError(e);
+      const cap = Math.min(this.#opts.maxDelayMs, this.#opts.refreshRetryMs * 2 ** failures);
+      const delay = Math.floor(cap / 2 + this.#opts.random() * (cap / 2));
+      clearTimeout(this.#refreshTimer);
+      this.#refreshTimer = setTimeout(() => this.#refresh(failures + 1), delay);
+    }
+  }
+
+  // ---- subscriptions ----
+
+  // Marks `topic` for the node to hear of on the open socket.
+  #reconcile(topic) {
+    if (this.#state !== "open" || this.#ws === null) return;
+    this.#dirty.add(topic);
+    this.#pump();
+  }
+
+  // Sends the subscribes and unsubscribes that bring the node's view of this
+  // connection to what the application wants, within the control budget.
+  #pump() {
+    clearTimeout(this.#pumpTimer);
+    this.#pumpTimer = null;
+    const { controlBurst, controlPerSecond } = this.#opts;
+    for (const topic of this.#dirty) {
+      if (this.#state !== "open" || this.#ws === null) return;
+      const wanted = this.#topics.has(topic);
+      const live = this.#live.has(topic);
+      if (wanted === live) {
+        this.#dirty.delete(topic);
+        continue;
+      }
+      const now = Date.now();
+      this.#bucket = Math.min(controlBurst, this.#bucket + ((now - this.#bucketTime) / 1000) * controlPerSecond);
+      this.#bucketTime = now;
+      if (this.#bucket < 1) {
+        const wait = Math.ceil(((1 - this.#bucket) / controlPerSecond) * 1000);
+        this.#pumpTimer = setTimeout(() => this.#pump(), wait);
+        return;
+      }
+      this.#bucket -= 1;
+      this.#dirty.delete(topic);
+      if (wanted) {
+        this.#sendSubscribe(topic);
+      } else {
+        this.#live.delete(topic);
+        this.#request({ op: "unsubscribe", topic }).catch((e) => this.#reportUnlessLost(e));
+      }
+    }
+  }
 
   #sendSubscribe(topic) {
+    const ws = this.#ws;
     this.#live.add(topic);
-    this.#request({ op: "subscribe", topic }, { waitOpen: false }).then(
+    this.#request({ op: "subscribe", topic }).then(
       () => {
-        if (this.#topics.has(topic)) this.#emit("subscribed", { topic });
+        if (ws !== this.#ws) return;
+        this.#subTimeouts.delete(topic);
+        if (this.#topics.has(topic) && this.#live.has(topic)) this.#emit("subscribed", { topic });
       },
       (e) => {
-        if (e.code === "connection_lost" || e.code === "closed") return;
-        if (e.code !== "timeout") {
-          // The node refused the topic; keeping it would only fail again on
-          // every reconnection.
-          this.#topics.delete(topic);
-          this.#lastSeq.delete(topic);
-          this.#live.delete(topic);
+        if (ws !== this.#ws) return;
+        if (e.code === "connection_lost" || e.code === "closed" || e.code === "not_connected") return;
+        this.#live.delete(topic);
+        if (e.code === "timeout") {
+          // Try once more; a second silence means a connection that does not
+          // work: start a new one, which subscribes everything again.
+          const n = (this.#subTimeouts.get(topic) ?? 0) + 1;
+          this.#subTimeouts.set(topic, n);
+          if (n >= 2) return this.#abandon(ws, "subscribe timeout", `no answer to subscribe '${topic}', twice`);
+          return this.#reconcile(topic);
         }
+        // The node refused the topic; keeping it would only fail again on
+        // every reconnection.
+        this.#topics.delete(topic);
+        this.#seqs.delete(topic);
         e.topic = topic;
         this.#emitError(e);
       });
   }
 
-  #sendRaw(msg) {
-    this.#ws.send(JSON.stringify(msg));
-  }
+  // ---- requests ----
 
-  #request(msg, { timeoutMs, waitOpen }) {
+  // Sends `msg` with a fresh id and resolves to the node's reply. Without
+  // `waitOpen`, rejects at once unless the client is open; `now` sends on the
+  // current socket before the client is open (the token's auth).
+  #request(msg, { timeoutMs, waitOpen = false, now = false } = {}) {
     return new Promise((resolve, reject) => {
       if (this.#closed) return reject(new FanoutError("closed", "the client is closed"));
-      const open = this.#state === "open" && this.#ws !== null;
+      const open = this.#ws !== null && (now || this.#state === "open");
       if (!open && !waitOpen) {
         return reject(new FanoutError("not_connected", "the client is not connected"));
       }

@@ -11,7 +11,8 @@ import WsWebSocket from "ws";
 
 import { FanoutClient, FanoutError } from "../fanout.js";
 import {
-  Inbox, ROOT, grpcClient, nextEvent, nextState, startFanoutd, subscribed, uniqueTopic,
+  Inbox, ROOT, grpcClient, nextEvent, nextState, signToken, startFanoutd, startProxy, subscribed,
+  tempFile, uniqueTopic, unixNow, waitFor, within,
 } from "./support.js";
 
 // Short delays so that reconnection tests take milliseconds.
@@ -181,12 +182,15 @@ describe("gaps", () => {
 });
 
 describe("reconnection", () => {
-  test("after a node restart on the same port: reconnects, resubscribes, reports the gap", async () => {
+  // The client's URL is a proxy's: the node behind it restarts on a new port,
+  // as behind a load balancer, so no restart races another process for the
+  // old port.
+  test("after a node restart: reconnects, resubscribes, reports the gap", async () => {
     let restartable = await startFanoutd();
-    const wsAddress = restartable.ws;
+    const proxy = await startProxy(restartable.ws);
+    let grpc = grpcClient(restartable.grpc);
     try {
-      let grpc = grpcClient(restartable.grpc);
-      const c = connect({}, restartable.wsUrl);
+      const c = connect({}, proxy.wsUrl);
       const [inUrl, byMessage] = [uniqueTopic("url"), uniqueTopic("op")];
       const inbox = new Inbox();
       const gaps = new Inbox();
@@ -205,13 +209,15 @@ describe("reconnection", () => {
       assert.deepEqual((await inbox.next()).seq, 1);
 
       const reconnecting = nextState(c, "reconnecting");
+      proxy.setTarget(null);  // while no node is up, connections are dropped
       await restartable.stop();
       grpc.close();
       assert.equal((await reconnecting).code, 1001, "the node said it was going away");
 
       const back = Promise.all([subscribed(c, inUrl), subscribed(c, byMessage)]);
-      restartable = await startFanoutd({ wsListen: wsAddress });
+      restartable = await startFanoutd();
       grpc = grpcClient(restartable.grpc);
+      proxy.setTarget(restartable.ws);
       await back;
       assert.equal((await grpc.publish(inUrl, '"d"')).subscribers, 1);
       assert.equal((await grpc.publish(byMessage, '"e"')).subscribers, 1);
@@ -219,11 +225,37 @@ describe("reconnection", () => {
       assert.deepEqual(await inbox.next(), { topic: byMessage, seq: 1, data: "e" });
       assert.deepEqual(await gaps.next("gap"), { topic: inUrl, expected: 3, got: 1 });
       assert.deepEqual(await gaps.next("gap"), { topic: byMessage, expected: 2, got: 1 });
-      assert.deepEqual(states.map(([s]) => s), ["connecting", "open", "reconnecting", "open"]);
-      grpc.close();
+      // One "reconnecting" per attempt while the node was away.
+      const names = states.map(([s]) => s);
+      assert.deepEqual(names.slice(0, 3), ["connecting", "open", "reconnecting"]);
+      assert.equal(names.at(-1), "open");
+      assert.ok(names.slice(2, -1).every((s) => s === "reconnecting"), names.join(" "));
       c.close();
     } finally {
+      grpc.close();
+      await proxy.close();
       await restartable.stop();
+    }
+  });
+
+  test("a connection cut without a close frame (1006) is reconnected and resubscribed", async () => {
+    const proxy = await startProxy(node.ws);
+    try {
+      const topic = uniqueTopic("cut");
+      const c = connect({}, proxy.wsUrl);
+      const inbox = new Inbox();
+      c.subscribe(topic, inbox.push);
+      await subscribed(c, topic);
+      const reconnecting = nextState(c, "reconnecting");
+      const again = subscribed(c, topic);
+      proxy.dropAll();
+      assert.equal((await reconnecting).code, 1006);
+      await again;
+      assert.equal((await api.publish(topic, "1")).subscribers, 1);
+      assert.deepEqual(await inbox.next(), { topic, seq: 1, data: 1 });
+      c.close();
+    } finally {
+      await proxy.close();
     }
   });
 
@@ -250,7 +282,7 @@ describe("reconnection", () => {
     const e = await errors.next("error");
     assert.equal(e.code, "unauthenticated");
     assert.equal(e.closeCode, 4001);
-    assert.match(e.message, /not reconnecting/);
+    assert.match(e.message, /token expired long ago.*not reconnecting/);
     await assert.rejects(c.ping(), { code: "closed" });
     assert.throws(() => c.subscribe(topic, () => {}), { code: "closed" });
     assert.equal(c.state, "closed");
@@ -259,7 +291,7 @@ describe("reconnection", () => {
   test("a token function is called again for every connection", async () => {
     const topic = uniqueTopic("token");
     let calls = 0;
-    // Today's node ignores ?token=; the fake tests check that it is sent.
+    // A node without token keys accepts any auth message.
     const c = connect({ token: async () => `token-${++calls}` });
     c.subscribe(topic, () => {});
     await subscribed(c, topic);
@@ -272,9 +304,6 @@ describe("reconnection", () => {
 });
 
 describe("publish", () => {
-  // TODO(security issue): once the node accepts {"op":"publish"}, this test
-  // becomes: publish resolves to the seq that a subscriber sees; a topic the
-  // token does not allow rejects with the node's code (e.g. "forbidden").
   test("rejects with the node's error code (permission_denied: anonymous clients may not publish by default)", async () => {
     const c = connect();
     const topic = uniqueTopic("pub");
@@ -290,7 +319,157 @@ describe("publish", () => {
   });
 });
 
+// A node that checks HS256 tokens, with no leeway on exp, so that a token
+// of a few seconds runs out when it says.
+describe("tokens", () => {
+  const SECRET = "a-test-secret-that-is-long-enough";
+  let secure;
+  let secureApi;
+  // Tokens for `sub` that may subscribe to room.* and user.<sub>.> and
+  // publish to room.* only.
+  const tokenFor = (sub, exp = unixNow(3600)) =>
+    signToken(SECRET, { sub, exp, subscribe: ["room.*", "user.{sub}.>"], publish: ["room.*"] });
+  const room = () => `room.${uniqueTopic("r").replace(/\./g, "-")}`;
+
+  before(async () => {
+    secure = await startFanoutd({
+      args: [`--jwt_secret_file=${tempFile("secret", SECRET)}`, "--jwt_leeway=0s"],
+    });
+    secureApi = grpcClient(secure.grpc);
+  });
+
+  after(async () => {
+    secureApi.close();
+    await secure.stop();
+  });
+
+  test("with a token string: subscribes, receives, and publish resolves to the seq everyone sees", async () => {
+    const topic = room();
+    const alice = connect({ token: tokenFor("alice") }, secure.wsUrl);
+    const bob = connect({ token: tokenFor("bob") }, secure.wsUrl);
+    const [aliceInbox, bobInbox] = [new Inbox(), new Inbox()];
+    alice.subscribe(topic, aliceInbox.push);
+    bob.subscribe(topic, bobInbox.push);
+    await Promise.all([subscribed(alice, topic), subscribed(bob, topic)]);
+    const seq = await alice.publish(topic, { m: "hi" });
+    assert.equal(seq, 1);
+    assert.deepEqual(await bobInbox.next(), { topic, seq, data: { m: "hi" } });
+    assert.deepEqual(await aliceInbox.next(), { topic, seq, data: { m: "hi" } }, "the sender too");
+    assert.equal(await alice.publish(topic, "quiet", { echo: false }), 2);
+    assert.deepEqual(await bobInbox.next(), { topic, seq: 2, data: "quiet" });
+    assert.equal(await alice.publish(topic, 3), 3);
+    assert.equal((await aliceInbox.next()).seq, 3, "seq 2 was not echoed");
+    assert.equal((await secureApi.publish(topic, "4")).subscribers, 2);
+  });
+
+  test("with an async token function; publish where not permitted rejects with permission_denied", async () => {
+    let calls = 0;
+    const c = connect({
+      token: async () => {
+        calls++;
+        await new Promise((resolve) => setImmediate(resolve));
+        return tokenFor("carol");
+      },
+    }, secure.wsUrl);
+    const inbox = new Inbox();
+    c.subscribe("user.carol.inbox", inbox.push);
+    await subscribed(c, "user.carol.inbox");
+    assert.equal(calls, 1);
+    await secureApi.publish("user.carol.inbox", '{"for":"carol"}');
+    assert.deepEqual(await inbox.next(), { topic: "user.carol.inbox", seq: 1, data: { for: "carol" } });
+    await assert.rejects(c.publish("user.carol.inbox", 1), (e) => {
+      assert.ok(e instanceof FanoutError);
+      assert.equal(e.code, "permission_denied");
+      assert.equal(e.message, "not permitted to publish to 'user.carol.inbox'");
+      return true;
+    });
+    const errors = new Inbox();
+    c.on("error", errors.push);
+    c.subscribe("user.dave.inbox", () => {});
+    const e = await errors.next("error");
+    assert.equal(e.code, "permission_denied");
+    assert.equal(e.topic, "user.dave.inbox");
+    assert.deepEqual(c.topics(), ["user.carol.inbox"]);
+    assert.equal(c.state, "open", "refusals do not end the connection");
+  });
+
+  test("a bad token ends the client with 4001 and the node's reason", async () => {
+    const forged = signToken("another-secret-entirely-long-enough", { sub: "mallory", exp: unixNow(3600) });
+    const c = connect({ token: forged, topics: ["room.x"] }, secure.wsUrl);
+    const states = [];
+    c.on("state", (s) => states.push(s));
+    const error = nextEvent(c, "error");
+    const closed = nextState(c, "closed");
+    const info = await closed;
+    assert.equal(info.code, 4001);
+    assert.ok(info.reason.length > 0, "the node says why");
+    const e = await error;
+    assert.equal(e.code, "unauthenticated");
+    assert.match(e.message, /the node refused the token .*not reconnecting/);
+    assert.ok(e.message.includes(info.reason), e.message);
+    assert.deepEqual(states, ["connecting", "closed"], "never open, never reconnecting");
+    await assert.rejects(c.ping(), { code: "closed" });
+  });
+
+  test("an expired token string ends the client with 4002 and says why", async () => {
+    const c = connect({ token: tokenFor("erin", unixNow(2)) }, secure.wsUrl);
+    await nextState(c, "open");
+    const error = nextEvent(c, "error");
+    const info = await nextState(c, "closed", 5000);
+    assert.deepEqual(info, { code: 4002, reason: "token expired" });
+    const e = await error;
+    assert.equal(e.code, "token_expired");
+    assert.match(e.message, /cannot be renewed/);
+  });
+
+  test("a token function's short-lived tokens are refreshed before exp: the connection outlives the first one", async () => {
+    const topic = room();
+    const issued = [];
+    const c = connect({
+      token: async () => {
+        const exp = unixNow(3);
+        issued.push(exp);
+        return tokenFor("frank", exp);
+      },
+    }, secure.wsUrl);
+    const states = [];
+    c.on("state", (s) => states.push(s));
+    const inbox = new Inbox();
+    c.subscribe(topic, inbox.push);
+    await subscribed(c, topic);
+    const { subscribers } = await secureApi.listSubscribers(topic);
+    assert.equal(subscribers.length, 1);
+    const connectionId = subscribers[0].connectionId;
+    // Wait until the first token has run out (and a refresh or two is done).
+    const firstExp = issued[0];
+    await waitFor(() => Date.now() / 1000 > firstExp + 1 && issued.length >= 3, "second refresh", 8000);
+    assert.equal(c.state, "open");
+    assert.deepEqual(states, ["connecting", "open"], "no close, no reconnection");
+    const now = await secureApi.listSubscribers(topic);
+    assert.equal(now.subscribers[0].connectionId, connectionId, "the same connection");
+    assert.equal((await secureApi.publish(topic, '"still here"')).subscribers, 1);
+    assert.deepEqual(await inbox.next(), { topic, seq: 1, data: "still here" });
+  });
+});
+
 describe("other WebSocket classes", () => {
+  test("close() before the ws package's socket opens does not crash the process", async () => {
+    let c;
+    let abandoned;
+    const closedSocket = new Promise((resolve) => (abandoned = resolve));
+    class Tracked extends WsWebSocket {
+      constructor(...args) {
+        super(...args);
+        this.once("close", abandoned);
+        // Still connecting: the ws package reports the close as an 'error'.
+        queueMicrotask(() => c.close());
+      }
+    }
+    c = connect({ WebSocket: Tracked });
+    await within(closedSocket, "close of the abandoned socket");
+    assert.equal(c.state, "closed");
+  });
+
   test("works with the ws package's WebSocket (Node without --experimental-websocket)", async () => {
     const c = connect({ WebSocket: WsWebSocket });
     const topic = uniqueTopic("ws-package");

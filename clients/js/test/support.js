@@ -1,9 +1,15 @@
-// What the tests of clients/js share: the real fanoutd on port 0, a gRPC
-// client of fanout.v1.Fanout, and bounded waits for client events.
+// What the tests of clients/js share: the real fanoutd on port 0, a TCP
+// proxy to put in front of it (a fixed address for a node that restarts), a
+// gRPC client of fanout.v1.Fanout, HS256 tokens, and bounded waits for
+// client events.
 //
 // The fanoutd binary is $FANOUTD (ctest sets it), else build/release's.
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { existsSync, mkdtempSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -33,6 +39,8 @@ export function within(promise, what, ms = TIMEOUT_MS) {
 // `wsListen` defaults to port 0; pass the old address to restart on it.
 export async function startFanoutd({ wsListen = "127.0.0.1:0", args = [] } = {}) {
   const binary = process.env.FANOUTD ?? path.join(ROOT, "build/release/service/fanoutd");
+  // A rebuild may be replacing the binary right now: give it a moment.
+  for (let i = 0; i < 100 && !existsSync(binary); i++) await new Promise((r) => setTimeout(r, 100));
   const proc = spawn(binary, ["--grpc_listen=127.0.0.1:0", `--ws_listen=${wsListen}`,
                               "--io_threads=1", ...args],
                      { stdio: ["ignore", "pipe", "pipe"] });
@@ -68,6 +76,84 @@ export async function startFanoutd({ wsListen = "127.0.0.1:0", args = [] } = {})
       proc.kill("SIGKILL");
     },
   };
+}
+
+// A TCP proxy on 127.0.0.1 port 0 to `target` ("host:port"): clients keep
+// its address while the node behind it restarts on another port
+// (setTarget), instead of a restart racing for the old port. With no target
+// it accepts and drops connections at once, as a node that is down would
+// look through a load balancer; dropAll() cuts every connection without a
+// close frame (the client sees 1006).
+export async function startProxy(target) {
+  let to = target;
+  const sockets = new Set();
+  const track = (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+    s.on("error", () => s.destroy());
+  };
+  const server = net.createServer((client) => {
+    track(client);
+    if (!to) return client.destroy();
+    const [host, port] = [to.slice(0, to.lastIndexOf(":")), Number(to.slice(to.lastIndexOf(":") + 1))];
+    const upstream = net.connect({ host, port });
+    track(upstream);
+    // Each side's end is passed on once its data is written; a reset or an
+    // error cuts the other side too.
+    client.pipe(upstream);
+    upstream.pipe(client);
+    upstream.on("error", () => client.destroy());
+    client.on("error", () => upstream.destroy());
+    upstream.on("close", () => client.end());
+    client.on("close", () => upstream.destroy());
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", resolve);
+  });
+  const address = `127.0.0.1:${server.address().port}`;
+  return {
+    address,
+    wsUrl: `ws://${address}/ws`,
+    setTarget(t) {
+      to = t;
+    },
+    dropAll() {
+      for (const s of sockets) s.destroy();
+    },
+    async close() {
+      this.dropAll();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+// A token of the node's HS256 kind: header.claims.signature, each base64url,
+// the signature an HMAC-SHA256 of the first two with `secret`.
+export function signToken(secret, claims) {
+  const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const signed = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  return `${signed}.${createHmac("sha256", secret).update(signed).digest("base64url")}`;
+}
+
+// Seconds since the epoch, `delta` seconds from now (a token's exp).
+export const unixNow = (delta = 0) => Math.floor(Date.now() / 1000) + delta;
+
+// A file holding `text`, in a fresh temporary folder; returns its path.
+export function tempFile(name, text) {
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), "fanout-js-")), name);
+  writeFileSync(file, text);
+  return file;
+}
+
+// Resolves once `condition()` holds, checking every few milliseconds; rejects
+// with "no WHAT within MS ms" otherwise.
+export async function waitFor(condition, what, ms = TIMEOUT_MS) {
+  const deadline = Date.now() + ms;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`no ${what} within ${ms} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }
 
 let Fanout;
