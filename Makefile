@@ -4,7 +4,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: deps build run test test-sanitizers bench-smoke clean
+.PHONY: deps build run test test-sanitizers bench-smoke clean install
 
 deps:
 	@bash deploy/install-deps.sh
@@ -33,3 +33,27 @@ test-sanitizers: deps
 
 clean:
 	rm -rf build
+
+# Installs what `make build` built (it builds nothing: `sudo make install`
+# leaves no root-owned files in build/), the systemd unit naming the installed
+# binary, and the example configuration as /etc/default/fanoutd unless one is
+# there already. DESTDIR stages the tree (packaging, tests/deploy).
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR ?= /etc
+FANOUTD ?= $(BUILD)/service/fanoutd
+
+install:
+	@test -x $(FANOUTD) || { echo "install: no $(FANOUTD): run make build first" >&2; exit 1; }
+	install -D -m 0755 $(FANOUTD) $(DESTDIR)$(BINDIR)/fanoutd
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|^ExecStart=/usr/local/bin/fanoutd|ExecStart=$(BINDIR)/fanoutd|' \
+	  deploy/systemd/fanoutd.service > $(DESTDIR)$(UNITDIR)/fanoutd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/fanoutd.service
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/default/fanoutd ]; then \
+	  echo "install: keeping $(DESTDIR)$(SYSCONFDIR)/default/fanoutd"; \
+	else \
+	  install -D -m 0644 deploy/systemd/fanoutd.env $(DESTDIR)$(SYSCONFDIR)/default/fanoutd; \
+	fi
+	@echo "install: done; then: systemctl daemon-reload && systemctl enable --now fanoutd"
