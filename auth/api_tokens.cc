@@ -85,6 +85,7 @@ absl::Status ApiTokens::Check(std::optional<absl::string_view> authorization, Sc
   if (!t->full && !t->publish) return absl::OkStatus();
   absl::string_view value = authorization.value_or("");
   if (!absl::ConsumePrefix(&value, "Bearer ") && !absl::ConsumePrefix(&value, "bearer ")) {
+    unauthenticated_.fetch_add(1, std::memory_order_relaxed);
     return absl::UnauthenticatedError(
         "this API needs a token: send metadata 'authorization: Bearer <token>'");
   }
@@ -95,9 +96,11 @@ absl::Status ApiTokens::Check(std::optional<absl::string_view> authorization, Sc
   if (same(t->full)) return absl::OkStatus();
   if (same(t->publish)) {
     if (scope == Scope::kPublish) return absl::OkStatus();
+    permission_denied_.fetch_add(1, std::memory_order_relaxed);
     return absl::PermissionDeniedError(
         "this token may only publish (Publish, Broadcast, PublishBatch, PublishStream)");
   }
+  unauthenticated_.fetch_add(1, std::memory_order_relaxed);
   return absl::UnauthenticatedError("the API token is not valid");
 }
 

@@ -2,6 +2,8 @@
 #define FANOUT_AUTH_API_TOKENS_H_
 
 #include <array>
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -39,6 +41,10 @@ class ApiTokens {
   // Re-reads the files (SIGHUP); on failure keeps the tokens in use.
   absl::Status Reload();
 
+  // Calls Check refused, by the code it answered.
+  uint64_t unauthenticated() const { return unauthenticated_.load(std::memory_order_relaxed); }
+  uint64_t permission_denied() const { return permission_denied_.load(std::memory_order_relaxed); }
+
  private:
   using Digest = std::array<unsigned char, 32>;
   struct Tokens {
@@ -51,6 +57,8 @@ class ApiTokens {
   const Options options_;
   mutable Mutex mu_;
   std::shared_ptr<const Tokens> tokens_ ABSL_GUARDED_BY(mu_);
+  mutable std::atomic<uint64_t> unauthenticated_{0};
+  mutable std::atomic<uint64_t> permission_denied_{0};
 };
 
 }  // namespace fanout

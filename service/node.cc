@@ -11,6 +11,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "core/message.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
@@ -198,11 +199,22 @@ void Node::Shutdown() {
 }
 
 absl::Status Node::Reload() {
-  if (absl::Status s = authority_->Reload(); !s.ok()) return s;
-  if (absl::Status s = api_tokens_->Reload(); !s.ok()) return s;
-  if (absl::Status s = front_end_->ReloadTls(); !s.ok()) return s;
-  spdlog::info(front_end_->tls() ? "reloaded the token keys, API tokens and TLS certificate"
-                                 : "reloaded the token keys and API tokens");
+  // Each part is re-read on its own: a bad file keeps only its own part as
+  // it was, and every failure is reported.
+  std::vector<std::string> failed;
+  std::vector<std::string> reloaded;
+  auto step = [&](const char* what, absl::Status s) {
+    if (s.ok()) {
+      reloaded.push_back(what);
+    } else {
+      failed.push_back(std::string(s.message()));
+    }
+  };
+  step("token keys", authority_->Reload());
+  step("API tokens", api_tokens_->Reload());
+  if (front_end_->tls()) step("TLS certificate", front_end_->ReloadTls());
+  if (!reloaded.empty()) spdlog::info("reloaded the {}", absl::StrJoin(reloaded, ", "));
+  if (!failed.empty()) return absl::InvalidArgumentError(absl::StrJoin(failed, "; "));
   return absl::OkStatus();
 }
 
@@ -245,6 +257,14 @@ void Node::AppendMetrics(std::string* out) const {
   rejected("payload_too_large", hub_->rejected(Hub::Rejection::kPayloadTooLarge));
   rejected("overloaded", hub_->rejected(Hub::Rejection::kOverloaded));
   rejected("shutting_down", service_ ? service_->rejected_shutting_down() : 0);
+  absl::StrAppend(out,
+                  "# HELP fanout_grpc_auth_failures_total fanout.v1.Fanout calls refused for "
+                  "their API token, by the code they got.\n"
+                  "# TYPE fanout_grpc_auth_failures_total counter\n"
+                  "fanout_grpc_auth_failures_total{reason=\"unauthenticated\"} ",
+                  api_tokens_->unauthenticated(),
+                  "\nfanout_grpc_auth_failures_total{reason=\"permission_denied\"} ",
+                  api_tokens_->permission_denied(), "\n");
   metric("gauge", "fanout_watchers", "Open fanout.v1.Fanout/Watch streams.",
          hub_->observer_count());
 }

@@ -63,6 +63,7 @@ EXPECTED_SERIES = {
     "fanout_token_expirations_total": "counter",
     "fanout_handshakes_dropped_total": "counter",
     "fanout_tls_handshake_failures_total": "counter",
+    "fanout_grpc_auth_failures_total": "counter",
 }
 
 

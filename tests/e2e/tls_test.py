@@ -290,6 +290,8 @@ async def run(binary, tmp, results):
         results.check("a broken certificate on SIGHUP is logged",
                       "reload failed" in server.stderr_text() and live_cert in server.stderr_text(),
                       server.stderr_text()[-300:])
+        results.expect_eq("the parts that were fine were re-read all the same",
+                          server.stderr_text().count("reloaded the token keys, API tokens"), 2)
         status, _ = await asyncio.to_thread(https_get, ws_address, "/healthz", ca)
         results.expect_eq("and the node keeps serving the certificate it had", status, 200)
 

@@ -409,7 +409,7 @@ TEST_F(SecurityTest, SighupRotatesTheKeys) {
   ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
   EXPECT_TRUE(WaitFor([&] { return Upgrade(absl::StrCat("/ws?token=", new_token)).first == 101; }));
   EXPECT_EQ(Upgrade(absl::StrCat("/ws?token=", SignToken("HS256", kSecret, Claims("old")))).first, 401);
-  EXPECT_THAT(node_->Stderr(), HasSubstr("reloaded the token keys and API tokens"));
+  EXPECT_THAT(node_->Stderr(), HasSubstr("reloaded the token keys, API tokens"));
   CheckWitness() ;
 }
 
@@ -465,6 +465,9 @@ TEST_F(SecurityTest, ApiTokensGuardEveryFanoutCallButNotHealthOrReflection) {
   EXPECT_GE(services.list_services_response().service_size(), 3);
   info->WritesDone();
   EXPECT_TRUE(info->Finish().ok());
+  // Refusals are counted, by the code they got.
+  EXPECT_EQ(Metric("fanout_grpc_auth_failures_total{reason=\"unauthenticated\"}"), 4);
+  EXPECT_EQ(Metric("fanout_grpc_auth_failures_total{reason=\"permission_denied\"}"), 2);
 }
 
 TEST_F(SecurityTest, UnreadableKeyFilesStopTheNodeWithOneLine) {
