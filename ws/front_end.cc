@@ -146,10 +146,14 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
   const IoThreadPool& p = *pool_;
   int64_t registered = static_cast<int64_t>(hub_->connection_count());
   gauge("fanout_connections", "Open WebSocket connections (registered, receiving).", registered);
+  const int64_t authenticating = p.Sum(&IoThreadStats::authenticating);
+  gauge("fanout_connections_authenticating",
+        "WebSocket connections upgraded without a token, waiting for their auth op.",
+        authenticating);
   gauge("fanout_connections_closing",
         "WebSocket connections whose close handshake is under way (they hold a socket, no longer "
         "receive).",
-        std::max<int64_t>(0, p.Sum(&IoThreadStats::sockets) - registered));
+        std::max<int64_t>(0, p.Sum(&IoThreadStats::sockets) - registered - authenticating));
   gauge("fanout_handshakes_in_progress",
         "HTTP connections that have not yet sent a complete request or been upgraded.",
         p.Sum(&IoThreadStats::handshakes));

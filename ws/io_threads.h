@@ -39,6 +39,7 @@ struct alignas(64) IoThreadStats {
   // Gauges.
   std::atomic<int64_t> sockets{0};     // WebSocket sockets open (including closing)
   std::atomic<int64_t> handshakes{0};  // HTTP connections not yet answered or upgraded
+  std::atomic<int64_t> authenticating{0};  // upgraded, waiting for their auth op
   // Outbound queue entries and the bytes they own, for the delivery budget.
   std::atomic<int64_t> queued_budget_bytes{0};
 

@@ -48,6 +48,8 @@ void WsSession::Start(StartParams params) {
     Register();
   } else {
     // Must authenticate with its first message, in time.
+    awaiting_auth_ = true;
+    IoThreadStats::Add(thread_->stats.authenticating, 1);
     auth_deadline_ = Clock::now() +
                      absl::ToChronoMilliseconds(front_end_->options().handshake_timeout);
   }
@@ -85,7 +87,14 @@ void WsSession::Register() {
   registered_ = true;
 }
 
+void WsSession::StopAwaitingAuth() {
+  if (!awaiting_auth_) return;
+  awaiting_auth_ = false;
+  IoThreadStats::Add(thread_->stats.authenticating, -1);
+}
+
 std::vector<std::string> WsSession::Apply(Grant grant) {
+  StopAwaitingAuth();
   authenticated_ = true;
   permissions_ = std::move(grant.permissions);
   if (user() != grant.user) {
@@ -644,6 +653,7 @@ void WsSession::OnQueueDrained() {
 
 void WsSession::StartClose(uint16_t code, absl::string_view reason, CloseMode mode) {
   if (phase_ != Phase::kOpen) return;
+  StopAwaitingAuth();  // closing now, whatever it was waiting for
   Unregister();
   close_sent_ = true;
   phase_ = Phase::kClosing;
@@ -699,6 +709,7 @@ void WsSession::Unregister() {
 void WsSession::Finish() {
   if (phase_ == Phase::kClosed) return;
   phase_ = Phase::kClosed;
+  StopAwaitingAuth();
   Unregister();
   error_code ignored;
   socket_.close(ignored);  // pending operations end with operation_aborted

@@ -169,6 +169,8 @@ class WsSession final : public Subscriber,
   void Register();
   // Leaves the registry, the hub and the gauges. Idempotent.
   void Unregister();
+  // No longer counted as waiting for its auth op. Idempotent.
+  void StopAwaitingAuth();
   // Closes the socket and drops everything. Idempotent.
   void Finish();
   void OnDeadline() override;
@@ -191,6 +193,7 @@ class WsSession final : public Subscriber,
   bool ping_outstanding_ = false;
   bool pong_owed_ = false;  // a pong is queued and not yet written
   bool authenticated_ = false;       // has a grant (a token's or the anonymous one)
+  bool awaiting_auth_ = false;       // counted in IoThreadStats::authenticating
   bool waiting_for_budget_ = false;  // raw hub mode: reading paused, the node is overloaded
   size_t queued_bytes_ = 0;  // frame bytes queued, for the outbound limit
   uint64_t messages_sent_ = 0;

@@ -64,6 +64,7 @@ EXPECTED_SERIES = {
     "fanout_handshakes_dropped_total": "counter",
     "fanout_tls_handshake_failures_total": "counter",
     "fanout_grpc_auth_failures_total": "counter",
+    "fanout_connections_authenticating": "gauge",
 }
 
 

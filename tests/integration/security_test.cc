@@ -224,9 +224,15 @@ TEST_F(SecurityTest, TheAuthOpIsTheOnlyWayInWithoutATokenAndMustComeInTime) {
   ASSERT_TRUE(c);
   EXPECT_THAT(Ask(c.get(), R"({"op":"subscribe","topic":"room.1","id":1})"),
               HasSubstr(R"("code":"unauthenticated")"));
+  // Waiting for its auth op, it is counted as such: not open, not closing.
+  const double witnesses = Metric("fanout_connections");
+  EXPECT_EQ(Metric("fanout_connections_authenticating"), 1);
+  EXPECT_EQ(Metric("fanout_connections_closing"), 0);
   EXPECT_EQ(Ask(c.get(), absl::StrCat(R"({"op":"auth","id":2,"token":")",
                                       SignToken("HS256", kSecret, Claims("7")), R"("})")),
             R"({"id":2,"ok":true})");
+  EXPECT_EQ(Metric("fanout_connections_authenticating"), 0);
+  EXPECT_EQ(Metric("fanout_connections"), witnesses + 1);
   EXPECT_EQ(Ask(c.get(), R"({"op":"subscribe","topic":"user.7.x","id":3})"), R"({"id":3,"ok":true})");
   MustPublish("user.7.x", "for seven");
   auto f = c->ReadFrame();
@@ -249,6 +255,7 @@ TEST_F(SecurityTest, TheAuthOpIsTheOnlyWayInWithoutATokenAndMustComeInTime) {
   ASSERT_FALSE(end.frames.empty());
   EXPECT_EQ(end.frames.back().close_code(), 4001);
   EXPECT_EQ(end.frames.back().close_reason(), "no token in time");
+  EXPECT_TRUE(WaitFor([&] { return Metric("fanout_connections_authenticating") == 0; }));
   CheckWitness();
 }
 
