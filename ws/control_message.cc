@@ -1,5 +1,7 @@
 #include "ws/control_message.h"
 
+#include <cmath>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -14,6 +16,28 @@ namespace json = boost::json;
 namespace {
 
 absl::string_view View(const json::string& s) { return absl::string_view(s.data(), s.size()); }
+
+// Boost.JSON parses a number too large for a double (1e999) as infinity and
+// serializes it as `Infinity`, which is not JSON: such a value can be
+// neither echoed in a reply nor delivered to subscribers.
+bool IsFinite(const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_:
+      return std::isfinite(v.get_double());
+    case json::kind::array:
+      for (const auto& e : v.get_array()) {
+        if (!IsFinite(e)) return false;
+      }
+      return true;
+    case json::kind::object:
+      for (const auto& e : v.get_object()) {
+        if (!IsFinite(e.value())) return false;
+      }
+      return true;
+    default:
+      return true;
+  }
+}
 
 // The topic of subscribe, unsubscribe and publish.
 std::optional<ControlError> ParseTopic(const json::object& obj, size_t max_topic_length,
@@ -39,6 +63,7 @@ std::optional<ControlError> ParsePayload(const json::object& obj, ControlMessage
     return ControlError{"invalid_message", "a publish carries exactly one of 'data', 'text' and 'b64'"};
   }
   if (data) {
+    if (!IsFinite(*data)) return ControlError{"invalid_message", "'data' has a number out of range"};
     m->payload = json::serialize(*data);
     m->kind = PayloadKind::kJson;
   } else if (text) {
@@ -78,6 +103,10 @@ ControlMessage ParseControlMessage(absl::string_view text, size_t max_topic_leng
   if (auto* v = obj->if_contains("id")) {
     if (!v->is_string() && !v->is_number() && !v->is_null()) {
       m.malformed = ControlError{"invalid_message", "id must be a number or a string"};
+      return m;
+    }
+    if (!IsFinite(*v)) {
+      m.malformed = ControlError{"invalid_message", "id is a number out of range"};
       return m;
     }
     m.id = *v;

@@ -26,13 +26,15 @@ enum class ControlOp : uint8_t { kUnknown, kSubscribe, kUnsubscribe, kPublish, k
 // not depend on what else it got wrong, so errors come in the order the
 // session checks them, interleaved with its own checks:
 //   1. `malformed`: not JSON, not an object, an id that is not a number,
-//      string or null, no string op; for auth and refresh, no token.
+//      string or null (or a number out of range, such as 1e999), no string
+//      op; for auth and refresh, no token.
 //   2. (session) authentication; a ping needs nothing more.
 //   3. `invalid`: an unknown op; subscribe, unsubscribe or publish without a
 //      valid topic.
 //   4. (session) the publish permission.
 //   5. `invalid_payload`: a publish without exactly one valid `data`,
-//      `text` or `b64`, or with an `echo` that is not a boolean.
+//      `text` or `b64` (`data` with a number out of range is not valid), or
+//      with an `echo` that is not a boolean.
 // Fields that follow an error are unset.
 struct ControlMessage {
   boost::json::value id;  // the request's id, echoed in replies; null when absent

@@ -75,5 +75,24 @@ TEST(ControlMessage, ReportsPayloadErrorsLast) {
             "'echo' must be true or false");
 }
 
+// Found by control_message_fuzz: Boost.JSON reads 1e999 as infinity and
+// writes it back as `Infinity`, so the reply to {"op":"ping","id":1e999}
+// was not JSON, and a publish of {"data":[1e999]} reached every JSON
+// subscriber as a frame JSON.parse rejects.
+TEST(ControlMessage, RefusesNumbersThatCannotBeWrittenBack) {
+  ControlMessage id = ParseControlMessage(R"({"op":"ping","id":184467989999E9579})", kMaxTopic);
+  ASSERT_TRUE(id.malformed);
+  EXPECT_EQ(id.malformed->code, "invalid_message");
+  EXPECT_EQ(id.malformed->message, "id is a number out of range");
+  EXPECT_TRUE(id.id.is_null());
+  ControlMessage data =
+      ParseControlMessage(R"({"op":"publish","topic":"t","data":{"x":[1,-1e400]}})", kMaxTopic);
+  ASSERT_TRUE(data.invalid_payload);
+  EXPECT_EQ(data.invalid_payload->message, "'data' has a number out of range");
+  // Tiny numbers round to zero and stay JSON.
+  EXPECT_FALSE(ParseControlMessage(R"({"op":"publish","topic":"t","data":1e-400})", kMaxTopic)
+                   .invalid_payload);
+}
+
 }  // namespace
 }  // namespace fanout
