@@ -4,7 +4,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: deps build run test test-sanitizers bench-smoke clean
+.PHONY: deps build run test test-sanitizers test-fuzz bench-smoke clean
 
 deps:
 	@bash deploy/install-deps.sh
@@ -30,6 +30,11 @@ test-sanitizers: deps
 	@rm -rf build/tsan/tsan-reports && mkdir -p build/tsan/tsan-reports
 	@ctest --preset tsan
 	@/usr/bin/python3 tests/tsan_reports.py build/tsan/tsan-reports
+
+# libFuzzer targets (clang-14), a minute each, two at a time; fails on any
+# crash, leak or timeout and prints the input (tests/fuzz/README.md).
+test-fuzz: deps
+	@bash tests/fuzz/run.sh 60
 
 clean:
 	rm -rf build
