@@ -4,7 +4,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: deps build run test test-sanitizers test-fuzz bench-smoke clean
+.PHONY: deps build run test test-sanitizers bench-smoke clean
 
 deps:
 	@bash deploy/install-deps.sh
@@ -33,6 +33,7 @@ test-sanitizers: deps
 
 # libFuzzer targets (clang-14), a minute each, two at a time; fails on any
 # crash, leak or timeout and prints the input (tests/fuzz/README.md).
+.PHONY: test-fuzz
 test-fuzz: deps
 	@bash tests/fuzz/run.sh 60
 

@@ -9,13 +9,13 @@ PKGS_BUILD=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler grpc-proto
   libboost1.81-dev libabsl-dev libssl-dev libjwt-dev libnats-dev libspdlog-dev
 )
-# Tests (chromium: the browser tests; clang: the fuzz targets), benchmarks and
-# the example publishers.
+# Tests (chromium: the browser tests), benchmarks and the example publishers.
 PKGS_TEST=(
-  libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
   nats-server prometheus valgrind chromium
   python3-grpcio python3-protobuf python3-websockets python3-matplotlib
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev
+  clang-14 libclang-rt-14-dev  # tests/fuzz (libFuzzer)
 )
 
 want=("${PKGS_BUILD[@]}")
