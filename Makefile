@@ -31,6 +31,12 @@ test-sanitizers: deps
 	@ctest --preset tsan
 	@/usr/bin/python3 tests/tsan_reports.py build/tsan/tsan-reports
 
+# libFuzzer targets (clang-14), a minute each, two at a time; fails on any
+# crash, leak or timeout and prints the input (tests/fuzz/README.md).
+.PHONY: test-fuzz
+test-fuzz: deps
+	@bash tests/fuzz/run.sh 60
+
 clean:
 	rm -rf build
 

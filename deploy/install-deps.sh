@@ -16,6 +16,7 @@ PKGS_TEST=(
   nats-server prometheus valgrind chromium yamllint shellcheck
   python3-grpcio python3-protobuf python3-websockets python3-matplotlib
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev
+  clang-14 libclang-rt-14-dev  # tests/fuzz (libFuzzer)
 )
 
 want=("${PKGS_BUILD[@]}")

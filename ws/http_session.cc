@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "ws/front_end.h"
 #include "ws/io_threads.h"
+#include "ws/upgrade_request.h"
 #include "ws/web_assets.h"
 #include "ws/ws_session.h"
 
@@ -220,46 +221,15 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
     }
   }
 
-  std::vector<std::string> topics;
-  DeliveryFormat format = DeliveryFormat::kJson;
-  std::string token;
-  std::string raw_publish;
-  for (auto param : target.params()) {
-    if (param.key == "token") {
-      token = param.value;
-    } else if (param.key == "publish") {
-      if (absl::Status s = front_end_->hub().ValidateTopic(param.value); !s.ok()) {
-        front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
-        return Respond(400, absl::StrCat("invalid publish topic '", param.value, "': ", s.message(),
-                                         "\n"));
-      }
-      raw_publish = param.value;
-    } else if (param.key == "topics") {
-      for (absl::string_view t : absl::StrSplit(param.value, ',', absl::SkipEmpty())) {
-        if (absl::Status s = front_end_->hub().ValidateTopic(t); !s.ok()) {
-          front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
-          return Respond(400, absl::StrCat("invalid topic '", t, "': ", s.message(), "\n"));
-        }
-        topics.emplace_back(t);
-      }
-    } else if (param.key == "format") {
-      if (param.value == "raw") {
-        format = DeliveryFormat::kRaw;
-      } else if (param.value != "json") {
-        front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
-        return Respond(400, "format must be json or raw\n");
-      }
-    }
+  auto parsed = ParseUpgradeParams(
+      target, {.max_topic_length = front_end_->hub().limits().max_topic_length,
+               .max_topics = front_end_->hub().limits().max_subscriptions_per_connection});
+  if (auto* refusal = std::get_if<UpgradeRefusal>(&parsed)) {
+    front_end_->CountReject(refusal->bad_topic ? WsFrontEnd::Reject::kBadTopic
+                                               : WsFrontEnd::Reject::kBadRequest);
+    return Respond(refusal->status, std::move(refusal->body));
   }
-  const size_t max_topics = front_end_->hub().limits().max_subscriptions_per_connection;
-  if (topics.size() > max_topics) {
-    front_end_->CountReject(WsFrontEnd::Reject::kBadTopic);
-    return Respond(400, absl::StrCat("too many topics: the limit is ", max_topics, "\n"));
-  }
-  if (!raw_publish.empty() && format != DeliveryFormat::kRaw) {
-    front_end_->CountReject(WsFrontEnd::Reject::kBadRequest);
-    return Respond(400, "publish= is raw hub mode: it needs format=raw\n");
-  }
+  auto& [topics, format, token, raw_publish] = std::get<UpgradeParams>(parsed);
 
   // Who is this? A token on the URL or in an Authorization header, the
   // node's anonymous rules, or (when the node requires tokens) the first

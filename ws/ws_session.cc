@@ -8,10 +8,10 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/hub.h"
 #include "spdlog/spdlog.h"
+#include "ws/control_message.h"
 #include "ws/front_end.h"
 #include "ws/io_threads.h"
 
@@ -276,50 +276,24 @@ std::string OkReply(const json::value& id) {
 }  // namespace
 
 void WsSession::HandleControl(absl::string_view text) {
-  error_code ec;
-  json::value doc = json::parse(json::string_view(text.data(), text.size()), ec);
-  json::value req_id;  // null until known
+  ControlMessage m = ParseControlMessage(text, front_end_->hub().limits().max_topic_length);
   auto fail = [&](absl::string_view code, absl::string_view message) {
     IoThreadStats::Add(thread_->stats.control_errors, 1);
-    Reply(ErrorReply(req_id, code, message));
+    Reply(ErrorReply(m.id, code, message));
   };
-  if (ec) return fail("invalid_json", absl::StrCat("not valid JSON: ", ec.message()));
-  json::object* obj = doc.if_object();
-  if (!obj) return fail("invalid_message", "a control message is a JSON object");
-  if (auto* v = obj->if_contains("id")) {
-    if (!v->is_string() && !v->is_number() && !v->is_null()) {
-      return fail("invalid_message", "id must be a number or a string");
-    }
-    req_id = *v;
+  if (m.malformed) return fail(m.malformed->code, m.malformed->message);
+  if (m.op == ControlOp::kAuth || m.op == ControlOp::kRefresh) {
+    return HandleAuth(m, m.op == ControlOp::kRefresh);
   }
-  auto* op_value = obj->if_contains("op");
-  if (!op_value || !op_value->is_string()) {
-    return fail("invalid_message", "missing string field 'op'");
-  }
-  const json::string& op_str = op_value->get_string();
-  absl::string_view op(op_str.data(), op_str.size());
-  if (op == "auth" || op == "refresh") return HandleAuth(*obj, req_id, op == "refresh");
   if (!authenticated_) {
     return fail("unauthenticated",
                 R"(authenticate first: send {"op":"auth","token":"..."})");
   }
-  if (op == "ping") return Reply(OkReply(req_id));
-  if (op == "publish") return HandlePublish(*obj, req_id);
-  if (op != "subscribe" && op != "unsubscribe") {
-    return fail("unknown_op",
-                absl::StrCat("unknown op '", op,
-                             "': expected subscribe, unsubscribe, publish, auth, refresh or ping"));
-  }
-  auto* topic_value = obj->if_contains("topic");
-  if (!topic_value || !topic_value->is_string()) {
-    return fail("invalid_message", "missing string field 'topic'");
-  }
-  const json::string& topic_str = topic_value->get_string();
-  absl::string_view topic(topic_str.data(), topic_str.size());
-  if (absl::Status s = front_end_->hub().ValidateTopic(topic); !s.ok()) {
-    return fail("invalid_topic", s.message());
-  }
-  if (op == "subscribe") {
+  if (m.op == ControlOp::kPing) return Reply(OkReply(m.id));
+  if (m.invalid) return fail(m.invalid->code, m.invalid->message);
+  if (m.op == ControlOp::kPublish) return HandlePublish(m);
+  const std::string& topic = m.topic;
+  if (m.op == ControlOp::kSubscribe) {
     if (!permissions_->MaySubscribe(topic)) {
       return fail("permission_denied", absl::StrCat("not permitted to subscribe to '", topic, "'"));
     }
@@ -332,19 +306,15 @@ void WsSession::HandleControl(absl::string_view text) {
   } else {
     UnsubscribeOnIoThread(topic);
   }
-  Reply(OkReply(req_id));
+  Reply(OkReply(m.id));
 }
 
-void WsSession::HandleAuth(const json::object& req, const json::value& id, bool refresh) {
+void WsSession::HandleAuth(const ControlMessage& m, bool refresh) {
+  const json::value& id = m.id;
   auto fail = [&](absl::string_view code, absl::string_view message) {
     IoThreadStats::Add(thread_->stats.control_errors, 1);
     Reply(ErrorReply(id, code, message));
   };
-  auto* token_value = req.if_contains("token");
-  if (!token_value || !token_value->is_string() || token_value->get_string().empty()) {
-    return fail("invalid_message", "missing string field 'token'");
-  }
-  const json::string& t = token_value->get_string();
   if (!front_end_->authority().requires_tokens()) {
     // A node without keys checks no tokens: every client is anonymous.
     return Reply(OkReply(id));
@@ -355,7 +325,7 @@ void WsSession::HandleAuth(const json::object& req, const json::value& id, bool 
   if (!refresh && authenticated_ && !user().empty()) {
     return fail("already_authenticated", "this connection has a token; send refresh to replace it");
   }
-  auto grant = front_end_->authority().Authenticate(absl::string_view(t.data(), t.size()));
+  auto grant = front_end_->authority().Authenticate(m.token);
   if (!grant.ok()) {
     IoThreadStats::Add(thread_->stats.auth_failures, 1);
     if (refresh) {
@@ -384,59 +354,22 @@ void WsSession::HandleAuth(const json::object& req, const json::value& id, bool 
   Reply(std::move(reply));
 }
 
-void WsSession::HandlePublish(const json::object& req, const json::value& id) {
+void WsSession::HandlePublish(const ControlMessage& m) {
   auto fail = [&](absl::string_view code, absl::string_view message) {
     IoThreadStats::Add(thread_->stats.control_errors, 1);
-    Reply(ErrorReply(id, code, message));
+    Reply(ErrorReply(m.id, code, message));
   };
-  auto* topic_value = req.if_contains("topic");
-  if (!topic_value || !topic_value->is_string()) {
-    return fail("invalid_message", "missing string field 'topic'");
+  if (!permissions_->MayPublish(m.topic)) {
+    return fail("permission_denied", absl::StrCat("not permitted to publish to '", m.topic, "'"));
   }
-  const json::string& topic_str = topic_value->get_string();
-  absl::string_view topic(topic_str.data(), topic_str.size());
-  if (absl::Status s = front_end_->hub().ValidateTopic(topic); !s.ok()) {
-    return fail("invalid_topic", s.message());
-  }
-  if (!permissions_->MayPublish(topic)) {
-    return fail("permission_denied", absl::StrCat("not permitted to publish to '", topic, "'"));
-  }
-  // Exactly one of data (any JSON value), text (a string) and b64.
-  const json::value* data = req.if_contains("data");
-  const json::value* text = req.if_contains("text");
-  const json::value* b64 = req.if_contains("b64");
-  if ((data != nullptr) + (text != nullptr) + (b64 != nullptr) != 1) {
-    return fail("invalid_message", "a publish carries exactly one of 'data', 'text' and 'b64'");
-  }
-  std::string payload;
-  PayloadKind kind;
-  if (data) {
-    payload = json::serialize(*data);
-    kind = PayloadKind::kJson;
-  } else if (text) {
-    if (!text->is_string()) return fail("invalid_message", "'text' must be a string");
-    payload = std::string(text->get_string().data(), text->get_string().size());
-    kind = PayloadKind::kText;
-  } else {
-    if (!b64->is_string()) return fail("invalid_message", "'b64' must be a string");
-    if (!absl::Base64Unescape(absl::string_view(b64->get_string().data(), b64->get_string().size()),
-                              &payload)) {
-      return fail("invalid_message", "'b64' is not valid base64");
-    }
-    kind = PayloadKind::kBinary;
-  }
-  bool echo = true;
-  if (auto* e = req.if_contains("echo")) {
-    if (!e->is_bool()) return fail("invalid_message", "'echo' must be true or false");
-    echo = e->get_bool();
-  }
-  auto r = front_end_->hub().Publish(topic, payload,
-                                     {.kind = kind, .exclude = echo ? 0 : this->id()});
+  if (m.invalid_payload) return fail(m.invalid_payload->code, m.invalid_payload->message);
+  auto r = front_end_->hub().Publish(m.topic, m.payload,
+                                     {.kind = m.kind, .exclude = m.echo ? 0 : this->id()});
   if (!r.ok()) {
     if (absl::IsResourceExhausted(r.status())) return fail("overloaded", r.status().message());
     return fail("payload_too_large", r.status().message());
   }
-  Reply(absl::StrCat(R"({"id":)", json::serialize(id), R"(,"ok":true,"seq":)", r->seq, "}"));
+  Reply(absl::StrCat(R"({"id":)", json::serialize(m.id), R"(,"ok":true,"seq":)", r->seq, "}"));
 }
 
 // ----------------------------------------------------------- subscriptions

@@ -20,6 +20,7 @@
 #include "auth/authority.h"
 #include "core/hub.h"
 #include "core/subscriber.h"
+#include "ws/control_message.h"
 #include "ws/frame_parser.h"
 #include "ws/timer_wheel.h"
 #include "ws/transport.h"
@@ -120,9 +121,9 @@ class WsSession final : public Subscriber,
   void OnClose(uint16_t code, absl::string_view reason) override;
   void OnProtocolError(uint16_t code, absl::string_view reason) override;
   void HandleControl(absl::string_view text);
-  // The auth, refresh and publish ops (`req` is the parsed object).
-  void HandleAuth(const boost::json::object& req, const boost::json::value& id, bool refresh);
-  void HandlePublish(const boost::json::object& req, const boost::json::value& id);
+  // The auth, refresh and publish ops, past the checks HandleControl makes.
+  void HandleAuth(const ControlMessage& m, bool refresh);
+  void HandlePublish(const ControlMessage& m);
   // A data frame in raw hub mode.
   void PublishRaw(bool text, absl::string_view payload);
   // Takes a grant: its permissions, its user, its expiry. Drops
