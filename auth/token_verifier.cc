@@ -365,7 +365,10 @@ absl::StatusOr<Claims> TokenVerifier::Verify(absl::string_view token, absl::Time
   const double leeway = absl::ToDoubleSeconds(options_.leeway);
   if (auto exp = NumericDate(c, "exp")) {
     if (t > *exp + leeway) return invalid("token expired");
-    claims.expires = absl::FromUnixSeconds(static_cast<int64_t>(std::floor(*exp)));
+    // Past what int64 seconds hold (the year 292,277,026,596): as good as
+    // never, and casting it would be undefined.
+    claims.expires = *exp >= 0x1p63 ? absl::InfiniteFuture()
+                                    : absl::FromUnixSeconds(static_cast<int64_t>(std::floor(*exp)));
   }
   if (auto nbf = NumericDate(c, "nbf"); nbf && t + leeway < *nbf) {
     return invalid("token not yet valid");
