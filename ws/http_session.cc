@@ -329,8 +329,31 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
                   }});
 }
 
+namespace {
+
+// A refusal's reason is one line even when it quotes what the client sent (a
+// decoded topic, a token's kid): control characters are written as \xNN.
+std::string OneLine(const std::string& body) {
+  std::string out;
+  out.reserve(body.size());
+  const size_t end = !body.empty() && body.back() == '\n' ? body.size() - 1 : body.size();
+  for (size_t i = 0; i < end; ++i) {
+    unsigned char c = static_cast<unsigned char>(body[i]);
+    if (c < 0x20 || c == 0x7f) {
+      absl::StrAppend(&out, "\\x", absl::Hex(c, absl::kZeroPad2));
+    } else {
+      out.push_back(body[i]);
+    }
+  }
+  if (end < body.size()) out.push_back('\n');
+  return out;
+}
+
+}  // namespace
+
 void HttpSession::Respond(unsigned status, std::string body, const char* content_type,
                           Header extra) {
+  if (status >= 400) body = OneLine(body);
   response_ = std::make_shared<Response>(static_cast<http::status>(status), 11);
   response_->set(http::field::server, "fanout");
   response_->set(http::field::content_type, content_type);

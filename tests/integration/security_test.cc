@@ -184,6 +184,7 @@ TEST_F(SecurityTest, InvalidTokensGet401WithAOneLineReason) {
       {"HS256 signed with the RSA public key", HmacTokenClaimingAlg("HS256", rsa_->public_pem, Claims("bad")), "bad signature"},
       {"RS256 header over an HMAC", HmacTokenClaimingAlg("RS256", kSecret, Claims("bad")), "bad signature"},
       {"unknown kid", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "who"), "unknown key id 'who'"},
+      {"kid with a line break", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "a\nb"), "unknown key id 'a\\x0ab'"},
       {"kid of another algorithm", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "ec-1"), "is not for RS256"},
       {"malformed", "not.a-token", "malformed"},
       {"no sub", SignToken("HS256", kSecret, absl::StrCat(R"({"iss":")", kIssuer, R"(","aud":")", kAudience, R"("})")), "no 'sub'"},
