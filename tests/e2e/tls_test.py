@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 
 import grpc
 import websockets
@@ -283,6 +284,28 @@ async def run(binary, tmp, results):
         await ws.close()
         results.check("after SIGHUP new wss connections get the renewed certificate",
                       served == der_of(renewed_cert))
+
+        # The gRPC port re-reads the same files by itself (gRPC's file
+        # watcher, every 10 s): a new TLS connection to it gets the renewed
+        # certificate within that.
+        def grpc_served_cert():
+            ctx = ssl.create_default_context(cafile=ca)
+            ctx.load_cert_chain(client_cert, client_key)
+            ctx.set_alpn_protocols(["h2"])
+            host, port = grpc_address.rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=TIMEOUT) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                    return tls.getpeercert(binary_form=True)
+
+        deadline = time.monotonic() + 25
+        grpc_cert = None
+        while time.monotonic() < deadline:
+            grpc_cert = await asyncio.to_thread(grpc_served_cert)
+            if grpc_cert == der_of(renewed_cert):
+                break
+            await asyncio.sleep(0.5)  # polling what the watcher has loaded, with a deadline
+        results.check("within its 10 s refresh the gRPC port serves the renewed certificate",
+                      grpc_cert == der_of(renewed_cert))
         with open(live_cert, "w") as f:
             f.write("not a certificate\n")
         server.proc.send_signal(signal.SIGHUP)
