@@ -20,6 +20,7 @@
 #include <boost/json/value.hpp>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -45,7 +46,8 @@ std::optional<Algorithm> AlgorithmOf(absl::string_view alg) {
   return std::nullopt;
 }
 
-// A public key as libjwt takes it (PEM, SubjectPublicKeyInfo) and what it is.
+// A key as libjwt takes it and what it is: for RSA and EC a PEM public key
+// (SubjectPublicKeyInfo), for HMAC (a JWKS `oct` key) the secret's bytes.
 struct PublicKey {
   Family family = Family::kRsa;
   std::string curve;  // EC: the OpenSSL group name
@@ -115,7 +117,8 @@ absl::StatusOr<PkeyPtr> FromParams(const char* type, OSSL_PARAM_BLD* bld) {
   return PkeyPtr(key, EVP_PKEY_free);
 }
 
-// One JWK (RFC 7517) as a public key: RSA (n, e) or EC (crv, x, y).
+// One JWK (RFC 7517) as a key: RSA (n, e), EC (crv, x, y) or a symmetric
+// HMAC secret (oct, k), so that HMAC secrets can be rotated by kid too.
 absl::StatusOr<PublicKey> FromJwk(const json::object& jwk) {
   auto str = [&](const char* name) -> std::string {
     auto* v = jwk.if_contains(name);
@@ -165,6 +168,22 @@ absl::StatusOr<PublicKey> FromJwk(const json::object& jwk) {
     auto key = FromParams("EC", bld.get());
     if (!key.ok()) return key.status();
     return Describe(key->get());
+  }
+  if (kty == "oct") {
+    bool ok_k;
+    std::string k = Base64UrlDecode(str("k"), &ok_k);
+    if (!ok_k || k.empty()) return absl::InvalidArgumentError("an oct key needs base64url 'k'");
+    if (auto* alg = jwk.if_contains("alg");
+        alg && !(alg->is_string() &&
+                 absl::StartsWith(absl::string_view(alg->get_string().data(),
+                                                    alg->get_string().size()),
+                                  "HS"))) {
+      return absl::InvalidArgumentError("an oct key verifies HS256/384/512 tokens only");
+    }
+    PublicKey out;
+    out.family = Family::kHmac;
+    out.pem = std::move(k);
+    return out;
   }
   return absl::InvalidArgumentError(absl::StrCat("key type '", kty, "' is not supported"));
 }

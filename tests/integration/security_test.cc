@@ -34,6 +34,7 @@ using ::fanout::testing::WriteTempFile;
 using ::testing::HasSubstr;
 
 constexpr char kSecret[] = "a-test-secret-that-is-long-enough";
+constexpr char kJwksSecret[] = "the-jwks-hmac-secret-rotated-by-kid";
 constexpr char kIssuer[] = "https://issuer.test";
 constexpr char kAudience[] = "fanout-tests";
 
@@ -58,7 +59,8 @@ class SecurityTest : public FanoutdTest {
     std::string jwks = absl::StrCat(R"({"keys":[)", jwks_rsa_->jwk.substr(0, jwks_rsa_->jwk.size() - 1),
                                     R"(,"kid":"rsa-1","use":"sig"},)", ec_->jwk.substr(0, ec_->jwk.size() - 1),
                                     R"(,"kid":"ec-1"},)", ec384_->jwk.substr(0, ec384_->jwk.size() - 1),
-                                    R"(,"kid":"ec384-1"}]})");
+                                    R"(,"kid":"ec384-1"},{"kty":"oct","kid":"hs-1","k":")",
+                                    absl::WebSafeBase64Escape(kJwksSecret), R"("}]})");
     jwks_file_ = WriteTempFile("jwks.json", jwks);
   }
   std::vector<std::string> KeyFlags() {
@@ -141,6 +143,7 @@ TEST_F(SecurityTest, ValidTokensOfEveryKeyKindAreAcceptedAndNameTheUser) {
       {"RS256", jwks_rsa_->private_pem, "rsa-1"},
       {"ES256", ec_->private_pem, "ec-1"},
       {"ES384", ec384_->private_pem, "ec384-1"},
+      {"HS256", kJwksSecret, "hs-1"},  // an HMAC secret rotated by kid (JWKS "oct")
   };
   int n = 0;
   for (const auto& c : cases) {
@@ -186,6 +189,8 @@ TEST_F(SecurityTest, InvalidTokensGet401WithAOneLineReason) {
       {"unknown kid", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "who"), "unknown key id 'who'"},
       {"kid with a line break", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "a\nb"), "unknown key id 'a\\x0ab'"},
       {"kid of another algorithm", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "ec-1"), "is not for RS256"},
+      {"the node's secret under the JWKS secret's kid", SignToken("HS256", kSecret, Claims("bad"), "hs-1"), "bad signature"},
+      {"an RSA token naming an HMAC kid", SignToken("RS256", jwks_rsa_->private_pem, Claims("bad"), "hs-1"), "is not for RS256"},
       {"malformed", "not.a-token", "malformed"},
       {"no sub", SignToken("HS256", kSecret, absl::StrCat(R"({"iss":")", kIssuer, R"(","aud":")", kAudience, R"("})")), "no 'sub'"},
   };
