@@ -7,13 +7,23 @@
 
 namespace fanout {
 
-Hub::Hub(const Options& options, Dispatcher* dispatcher)
+Hub::Hub(const Options& options, Dispatcher* dispatcher, Broker* broker)
     : limits_(options.limits),
       dispatcher_(dispatcher),
+      broker_(broker),
       budget_(std::make_shared<DeliveryBudget>(options.limits.max_pending_publish_bytes)),
       registry_({.stripes = options.stripes,
                  .io_threads = dispatcher->thread_count(),
-                 .max_topics = options.limits.max_topics}) {}
+                 .max_topics = options.limits.max_topics,
+                 .on_interest = [broker](absl::string_view topic, bool active) {
+                   if (active) {
+                     broker->OnTopicActive(topic);
+                   } else {
+                     broker->OnTopicIdle(topic);
+                   }
+                 }}) {
+  broker_->Attach(this, budget_.get());
+}
 
 absl::Status Hub::ValidateTopic(absl::string_view topic) const {
   return fanout::ValidateTopic(topic, limits_.max_topic_length);
@@ -36,55 +46,93 @@ absl::Status Hub::Admit(Admission admission) {
                     budget_->limit(), "); retry later")));
 }
 
-absl::StatusOr<Hub::PublishResult> Hub::Publish(absl::string_view topic, absl::string_view payload,
-                                                const PublishOptions& options) {
-  const Admission admission = options.admission;
-  if (absl::Status s = ValidateTopic(topic); !s.ok()) return Reject(Rejection::kInvalidTopic, s);
-  if (absl::Status s = ValidatePayload(payload); !s.ok()) {
-    return Reject(Rejection::kPayloadTooLarge, s);
+void Hub::Publish(absl::string_view topic, absl::string_view payload,
+                  const PublishOptions& options, PublishDone done) {
+  if (absl::Status s = ValidateTopic(topic); !s.ok()) {
+    return std::move(done)(Reject(Rejection::kInvalidTopic, s));
   }
-  if (absl::Status s = Admit(admission); !s.ok()) return s;
-  messages_in_.fetch_add(1, std::memory_order_relaxed);
-  bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
-  TopicRegistry::PublishPlan plan = registry_.PlanPublish(topic);
-  if (observer_count_.load(std::memory_order_relaxed) > 0) NotifyObservers(topic, plan.seq, payload);
-  if (!plan.snapshot) return PublishResult{};
-  // Sequence numbers are taken under the stripe lock but delivered after it:
-  // two concurrent publishes to one topic may reach a thread out of order.
-  // Backends that need strict order publish to a topic from one caller.
-  auto message = EncodeMessage({.topic = topic,
-                                .seq = plan.seq,
-                                .payload = payload,
-                                .kind = options.kind,
-                                .json = plan.snapshot->json_count > 0,
-                                .raw = plan.snapshot->raw_count > 0,
-                                .budget = budget_});
-  Fanout(plan.snapshot, std::move(message), options.exclude);
-  return PublishResult{plan.seq, plan.snapshot->size};
+  if (absl::Status s = ValidatePayload(payload); !s.ok()) {
+    return std::move(done)(Reject(Rejection::kPayloadTooLarge, s));
+  }
+  if (absl::Status s = Admit(options.admission); !s.ok()) return std::move(done)(s);
+  Hand({.topic = topic, .payload = payload, .kind = options.kind, .exclude = options.exclude},
+       std::move(done));
 }
 
-absl::StatusOr<Hub::PublishResult> Hub::Broadcast(absl::string_view payload, Admission admission) {
+void Hub::Broadcast(absl::string_view payload, Admission admission, PublishDone done) {
   if (absl::Status s = ValidatePayload(payload); !s.ok()) {
-    return Reject(Rejection::kPayloadTooLarge, s);
+    return std::move(done)(Reject(Rejection::kPayloadTooLarge, s));
   }
-  if (absl::Status s = Admit(admission); !s.ok()) return s;
+  if (absl::Status s = Admit(admission); !s.ok()) return std::move(done)(s);
+  Hand({.broadcast = true, .payload = payload}, std::move(done));
+}
+
+void Hub::Hand(const OutgoingMessage& m, PublishDone done) {
   messages_in_.fetch_add(1, std::memory_order_relaxed);
-  bytes_in_.fetch_add(payload.size(), std::memory_order_relaxed);
+  bytes_in_.fetch_add(m.payload.size(), std::memory_order_relaxed);
+  if (m.broadcast || observer_count_.load(std::memory_order_relaxed) == 0) {
+    return broker_->Publish(m, std::move(done));
+  }
+  // Watchers see a publish once it has its sequence number. A broker may
+  // answer after Publish has returned, so the views are copied for them.
+  broker_->Publish(m, [this, topic = std::string(m.topic), payload = std::string(m.payload),
+                       done = std::move(done)](absl::StatusOr<PublishResult> r) mutable {
+    if (r.ok()) NotifyObservers(topic, r->seq, payload);
+    std::move(done)(std::move(r));
+  });
+}
+
+PublishResult Hub::DeliverNext(const OutgoingMessage& m) {
   uint64_t seq;
   std::shared_ptr<const SubscriberSnapshot> snapshot;
-  {
+  if (m.broadcast) {
     MutexLock lock(&connections_mu_);
     seq = connections_.NextSeq();
     snapshot = connections_.Snapshot(dispatcher_->thread_count());
+  } else {
+    // Sequence numbers are taken under the stripe lock but delivered after
+    // it: two concurrent publishes to one topic may reach a thread out of
+    // order. Backends that need strict order publish to a topic from one
+    // caller.
+    TopicRegistry::PublishPlan plan = registry_.PlanPublish(m.topic);
+    if (!plan.snapshot) return {};
+    seq = plan.seq;
+    snapshot = std::move(plan.snapshot);
   }
-  auto message = EncodeMessage({.broadcast = true,
+  DeliverTo(snapshot, m, seq);
+  return {seq, snapshot->size};
+}
+
+uint64_t Hub::Deliver(const OutgoingMessage& m, uint64_t seq) {
+  std::shared_ptr<const SubscriberSnapshot> snapshot;
+  if (m.broadcast) {
+    MutexLock lock(&connections_mu_);
+    snapshot = connections_.Snapshot(dispatcher_->thread_count());
+  } else {
+    snapshot = registry_.Recipients(m.topic);
+    if (!snapshot) return 0;
+  }
+  DeliverTo(snapshot, m, seq);
+  return snapshot->size;
+}
+
+uint64_t Hub::LocalSubscribers(absl::string_view topic) const {
+  if (topic.empty()) return connection_count();
+  return registry_.SubscriberCount(topic);
+}
+
+void Hub::DeliverTo(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
+                    const OutgoingMessage& m, uint64_t seq) {
+  if (snapshot->size == 0) return;
+  auto message = EncodeMessage({.topic = m.topic,
+                                .broadcast = m.broadcast,
                                 .seq = seq,
-                                .payload = payload,
+                                .payload = m.payload,
+                                .kind = m.kind,
                                 .json = snapshot->json_count > 0,
                                 .raw = snapshot->raw_count > 0,
                                 .budget = budget_});
-  Fanout(snapshot, std::move(message));
-  return PublishResult{seq, snapshot->size};
+  Fanout(snapshot, std::move(message), m.exclude);
 }
 
 void Hub::Fanout(const std::shared_ptr<const SubscriberSnapshot>& snapshot,

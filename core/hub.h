@@ -13,6 +13,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "core/broker.h"
 #include "core/delivery_budget.h"
 #include "core/limits.h"
 #include "core/mutex.h"
@@ -38,12 +39,13 @@ inline constexpr int64_t kQueueEntryBytes = 40;
 // What one posted delivery task costs until it has run.
 inline constexpr int64_t kDeliveryTaskBytes = 160;
 
-// Where publishes meet subscribers: validates, stamps sequence numbers,
-// encodes each message once and posts one delivery task per I/O thread.
-// Every accepted publish is charged to the delivery budget until it has been
-// written; over the budget, publishes are refused as overloaded.
+// Where publishes meet subscribers. As the ingress, it validates and admits
+// a publish and hands it to the broker; as local delivery (what the broker
+// calls back), it encodes each message once and posts one delivery task per
+// I/O thread. Every accepted publish is charged to the delivery budget until
+// it has been written; over the budget, publishes are refused as overloaded.
 // Thread: safe from any thread; never blocks beyond a stripe lock.
-class Hub {
+class Hub final : public LocalDelivery {
  public:
   // Sees every accepted publish (gRPC Watch). Thread: OnPublish runs on the
   // publishing thread and must not block or publish.
@@ -60,13 +62,11 @@ class Hub {
     Limits limits;
     size_t stripes = 64;
   };
-  // `dispatcher` must outlive the hub.
-  Hub(const Options& options, Dispatcher* dispatcher);
+  // `dispatcher` and `broker` must outlive the hub; the hub attaches itself
+  // to the broker.
+  Hub(const Options& options, Dispatcher* dispatcher, Broker* broker);
 
-  struct PublishResult {
-    uint64_t seq = 0;
-    uint64_t subscribers = 0;
-  };
+  using PublishResult = fanout::PublishResult;
   // Whether a publish may be refused because the node is overloaded. A
   // streaming publisher is not refused: it is read no further until there is
   // room (DeliveryBudget::WhenRoom).
@@ -80,17 +80,23 @@ class Hub {
     // echo off); 0: none.
     uint64_t exclude = 0;
   };
-  // Delivers `payload` to the subscribers of `topic`.
+  // Delivers `payload` to the subscribers of `topic`; `done` runs once, with
+  // the result: inline with a standalone node's broker and for every error
+  // found here, later (on a broker thread) in a cluster.
   // INVALID_ARGUMENT: bad topic, or payload over limits().max_payload_bytes;
-  // RESOURCE_EXHAUSTED: the delivery budget is spent (kRefuseWhenOverloaded).
-  absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload,
-                                        const PublishOptions& options);
-  absl::StatusOr<PublishResult> Publish(absl::string_view topic, absl::string_view payload) {
-    return Publish(topic, payload, PublishOptions());
-  }
-  // Delivers `payload` to every registered connection. Errors as Publish.
-  absl::StatusOr<PublishResult> Broadcast(absl::string_view payload,
-                                          Admission admission = Admission::kRefuseWhenOverloaded);
+  // RESOURCE_EXHAUSTED: the delivery budget is spent (kRefuseWhenOverloaded);
+  // UNAVAILABLE: the broker cannot reach the rest of the cluster.
+  void Publish(absl::string_view topic, absl::string_view payload, const PublishOptions& options,
+               PublishDone done);
+  // Delivers `payload` to every connection of the service. Errors as Publish.
+  void Broadcast(absl::string_view payload, Admission admission, PublishDone done);
+
+  // LocalDelivery, for the broker.
+  PublishResult DeliverNext(const OutgoingMessage& m) override;
+  uint64_t Deliver(const OutgoingMessage& m, uint64_t seq) override;
+  uint64_t LocalSubscribers(absl::string_view topic) const override;
+  Broker& broker() { return *broker_; }
+  const Broker& broker() const { return *broker_; }
 
   // The budget every accepted delivery is charged to.
   DeliveryBudget& budget() { return *budget_; }
@@ -137,6 +143,11 @@ class Hub {
  private:
   absl::Status ValidatePayload(absl::string_view payload) const;
   absl::Status Admit(Admission admission);
+  // Counts an accepted publish and hands it to the broker.
+  void Hand(const OutgoingMessage& m, PublishDone done);
+  // Encodes and posts `m` as `seq` to `snapshot`'s connections.
+  void DeliverTo(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
+                 const OutgoingMessage& m, uint64_t seq);
   void ForgetUserLocked(const std::string& user, uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connections_mu_);
   absl::Status Reject(Rejection r, absl::Status status) {
@@ -151,6 +162,7 @@ class Hub {
 
   const Limits limits_;
   Dispatcher* const dispatcher_;
+  Broker* const broker_;
   const std::shared_ptr<DeliveryBudget> budget_;  // shared with every message
   TopicRegistry registry_;
 

@@ -1,6 +1,7 @@
 #ifndef FANOUT_CORE_MUTEX_H_
 #define FANOUT_CORE_MUTEX_H_
 
+#include <condition_variable>
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
@@ -18,7 +19,25 @@ class ABSL_LOCKABLE Mutex {
   void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
 
  private:
+  friend class CondVar;
   std::mutex mu_;
+};
+
+// A std::condition_variable for a Mutex (visible to TSan like Mutex).
+class CondVar {
+ public:
+  // Releases `mu` (held by the caller) while waiting; holds it again on
+  // return. May wake spuriously: wait in a loop on the condition.
+  void Wait(Mutex* mu) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
+    cv_.wait(lock);
+    lock.release();
+  }
+  void Signal() { cv_.notify_one(); }
+  void SignalAll() { cv_.notify_all(); }
+
+ private:
+  std::condition_variable cv_;
 };
 
 // Holds a Mutex for its scope.

@@ -11,6 +11,7 @@ namespace fanout {
 TopicRegistry::TopicRegistry(const Options& options)
     : io_threads_(options.io_threads),
       max_topics_(options.max_topics),
+      on_interest_(options.on_interest),
       stripes_(new Stripe[std::max<size_t>(1, options.stripes)]),
       stripe_count_(std::max<size_t>(1, options.stripes)) {}
 
@@ -32,6 +33,7 @@ absl::Status TopicRegistry::Subscribe(absl::string_view topic,
     }
     it = s.topics.try_emplace(topic).first;
     topic_count_.fetch_add(1, std::memory_order_relaxed);
+    if (on_interest_) on_interest_(topic, true);
   }
   if (it->second.Add(std::move(subscriber))) {
     subscription_count_.fetch_add(1, std::memory_order_relaxed);
@@ -46,6 +48,7 @@ bool TopicRegistry::Unsubscribe(absl::string_view topic, uint64_t id) {
   if (it == s.topics.end() || !it->second.Remove(id)) return false;
   subscription_count_.fetch_sub(1, std::memory_order_relaxed);
   if (it->second.empty()) {
+    if (on_interest_) on_interest_(topic, false);
     s.topics.erase(it);
     topic_count_.fetch_sub(1, std::memory_order_relaxed);
   }
@@ -58,6 +61,21 @@ TopicRegistry::PublishPlan TopicRegistry::PlanPublish(absl::string_view topic) {
   auto it = s.topics.find(topic);
   if (it == s.topics.end()) return {};
   return {it->second.NextSeq(), it->second.Snapshot(io_threads_)};
+}
+
+std::shared_ptr<const SubscriberSnapshot> TopicRegistry::Recipients(absl::string_view topic) {
+  Stripe& s = StripeFor(topic);
+  MutexLock lock(&s.mu);
+  auto it = s.topics.find(topic);
+  if (it == s.topics.end()) return nullptr;
+  return it->second.Snapshot(io_threads_);
+}
+
+size_t TopicRegistry::SubscriberCount(absl::string_view topic) const {
+  Stripe& s = StripeFor(topic);
+  MutexLock lock(&s.mu);
+  auto it = s.topics.find(topic);
+  return it == s.topics.end() ? 0 : it->second.size();
 }
 
 TopicRegistry::SubscriberPage TopicRegistry::ListSubscribers(absl::string_view topic,

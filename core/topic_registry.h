@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -27,6 +28,9 @@ class TopicRegistry {
     int io_threads = 1;
     // Most topics (with at least one subscriber) at once.
     size_t max_topics = SIZE_MAX;
+    // Told (under the topic's stripe lock, so in order per topic) when a
+    // topic gains its first subscriber (true) or loses its last (false).
+    std::function<void(absl::string_view topic, bool active)> on_interest;
   };
   explicit TopicRegistry(const Options& options);
 
@@ -45,6 +49,11 @@ class TopicRegistry {
     std::shared_ptr<const SubscriberSnapshot> snapshot;
   };
   PublishPlan PlanPublish(absl::string_view topic);
+  // The current subscribers of `topic` (null when it has none), for a
+  // message whose sequence number was assigned elsewhere.
+  std::shared_ptr<const SubscriberSnapshot> Recipients(absl::string_view topic);
+  // How many subscribers `topic` has.
+  size_t SubscriberCount(absl::string_view topic) const;
 
   // Up to `limit` subscribers of `topic` with id > `after_id`, by id.
   struct SubscriberPage {
@@ -73,6 +82,7 @@ class TopicRegistry {
 
   const int io_threads_;
   const size_t max_topics_;
+  const std::function<void(absl::string_view, bool)> on_interest_;
   std::unique_ptr<Stripe[]> stripes_;
   const size_t stripe_count_;
   std::atomic<size_t> topic_count_{0};

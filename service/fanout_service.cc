@@ -48,11 +48,18 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext
     rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     return Finish(ctx, absl::UnavailableError("node is shutting down"));
   }
-  auto result = hub_->Publish(req->topic(), req->payload());
-  if (!result.ok()) return Finish(ctx, result.status());
-  resp->set_seq(result->seq);
-  resp->set_subscribers(result->subscribers);
-  return Finish(ctx, absl::OkStatus());
+  // Answered when the broker has numbered the message: at once on a
+  // standalone node, after JetStream's acknowledgement in a cluster.
+  auto* reactor = ctx->DefaultReactor();
+  hub_->Publish(req->topic(), req->payload(), {},
+                [reactor, resp](absl::StatusOr<PublishResult> result) {
+                  if (result.ok()) {
+                    resp->set_seq(result->seq);
+                    resp->set_subscribers(result->subscribers);
+                  }
+                  reactor->Finish(ToGrpcStatus(result.status()));
+                });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,
@@ -63,11 +70,16 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerConte
     rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     return Finish(ctx, absl::UnavailableError("node is shutting down"));
   }
-  auto result = hub_->Broadcast(req->payload());
-  if (!result.ok()) return Finish(ctx, result.status());
-  resp->set_seq(result->seq);
-  resp->set_connections(result->subscribers);
-  return Finish(ctx, absl::OkStatus());
+  auto* reactor = ctx->DefaultReactor();
+  hub_->Broadcast(req->payload(), Hub::Admission::kRefuseWhenOverloaded,
+                  [reactor, resp](absl::StatusOr<PublishResult> result) {
+                    if (result.ok()) {
+                      resp->set_seq(result->seq);
+                      resp->set_connections(result->subscribers);
+                    }
+                    reactor->Finish(ToGrpcStatus(result.status()));
+                  });
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(

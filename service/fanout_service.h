@@ -114,9 +114,11 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   // UNAUTHENTICATED or PERMISSION_DENIED otherwise.
   absl::Status Authorize(grpc::CallbackServerContext* ctx, ApiTokens::Scope scope) const;
 
-  // Publishes one request into `result`, never failing the caller.
+  // Publishes one request into `result`, never failing the caller; `done`
+  // runs once `result` is filled in (inline, or later on a broker thread).
+  // `result` must live until then.
   void PublishOne(const v1::PublishRequest& req, v1::PublishResult* result,
-                  Hub::Admission admission);
+                  Hub::Admission admission, absl::AnyInvocable<void() &&> done);
 
   Hub* const hub_;
   const ApiTokens* const tokens_;

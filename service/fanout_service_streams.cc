@@ -30,8 +30,9 @@ constexpr size_t kMaxUnreadResults = 10000;
 class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>,
                                    public StreamRegistry::Stream {
  public:
-  PublishStreamReactor(std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish,
-                       std::function<bool()> serving, DeliveryBudget* budget,
+  using PublishFn = std::function<void(const v1::PublishRequest&, v1::PublishResult*,
+                                       absl::AnyInvocable<void() &&>)>;
+  PublishStreamReactor(PublishFn publish, std::function<bool()> serving, DeliveryBudget* budget,
                        StreamRegistry* registry)
       : publish_(std::move(publish)),
         serving_(std::move(serving)),
@@ -71,6 +72,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   }
 
   void OnReadDone(bool ok) override {
+    auto slot = std::make_shared<Slot>();
     {
       MutexLock lock(&mu_);
       if (read_done_) {  // ended by shutdown while this read was pending
@@ -88,10 +90,30 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         MaybeFinishLocked();
         return;
       }
-      v1::PublishResult result;
-      publish_(request_, &result);
-      results_.push_back(std::move(result));
-      MaybeWriteLocked();
+      results_.push_back(slot);
+      ++publishing_;
+    }
+    // Not under mu_: a standalone node's broker answers inline. Results are
+    // written in request order, each once it has its answer.
+    publish_(request_, &slot->result, [this, slot] {
+      {
+        MutexLock lock(&mu_);
+        slot->ready = true;
+        --publishing_;
+        if (!ReleasableLocked()) {
+          MaybeWriteLocked();
+          MaybeFinishLocked();
+          return;
+        }
+      }
+      Release();
+    });
+    {
+      MutexLock lock(&mu_);
+      if (read_done_) {  // ended meanwhile (shutdown, or the client went away)
+        MaybeFinishLocked();
+        return;
+      }
       if (results_.size() >= kMaxUnreadResults) {
         read_paused_ = true;
         return;
@@ -137,11 +159,11 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     {
       MutexLock lock(&mu_);
       done_ = true;
-      // The budget callback still refers to this: it frees it when it runs.
-      if (waiting_budget_) return;
+      // The budget callback, or a publish's answer, still refers to this:
+      // the last of them frees it.
+      if (!ReleasableLocked()) return;
     }
-    registry_->Remove(this);
-    delete this;
+    Release();
   }
 
  private:
@@ -161,32 +183,48 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         }
         return;
       }
+      if (!ReleasableLocked()) return;
     }
+    Release();
+  }
+
+  // Whether gRPC is done with this and nothing else refers to it.
+  bool ReleasableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return done_ && !waiting_budget_ && publishing_ == 0;
+  }
+  void Release() {
     registry_->Remove(this);
     delete this;
   }
 
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (writing_ || results_.empty()) return;
+    if (done_ || writing_ || results_.empty() || !results_.front()->ready) return;
     writing_ = true;
-    writing_result_ = std::move(results_.front());
+    writing_result_ = std::move(results_.front()->result);
     results_.pop_front();
     StartWrite(&writing_result_);
   }
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    if (finished_ || !read_done_ || writing_ || !results_.empty()) return;
+    if (done_ || finished_ || !read_done_ || writing_ || !results_.empty()) return;
     finished_ = true;
     Finish(final_status_);
   }
 
-  const std::function<void(const v1::PublishRequest&, v1::PublishResult*)> publish_;
+  // One request's result, written once `ready`.
+  struct Slot {
+    v1::PublishResult result;
+    bool ready = false;  // guarded by mu_
+  };
+
+  const PublishFn publish_;
   const std::function<bool()> serving_;
   DeliveryBudget* const budget_;
   StreamRegistry* const registry_;
   Mutex mu_;
   v1::PublishRequest request_;  // owned by the pending read
   v1::PublishResult writing_result_ ABSL_GUARDED_BY(mu_);
-  std::deque<v1::PublishResult> results_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::shared_ptr<Slot>> results_ ABSL_GUARDED_BY(mu_);
+  int publishing_ ABSL_GUARDED_BY(mu_) = 0;  // publishes not answered yet
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool read_done_ ABSL_GUARDED_BY(mu_) = false;
   bool read_paused_ ABSL_GUARDED_BY(mu_) = false;     // too many unread results
@@ -377,21 +415,24 @@ void StreamRegistry::ShutdownAll() {
 void FanoutServiceImpl::Shutdown() { streams_.ShutdownAll(); }
 
 void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishResult* result,
-                                   Hub::Admission admission) {
+                                   Hub::Admission admission, absl::AnyInvocable<void() &&> done) {
   if (!counters_.serving()) {
     rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     result->set_code(static_cast<int32_t>(grpc::StatusCode::UNAVAILABLE));
     result->set_error("node is shutting down");
-    return;
+    return std::move(done)();
   }
-  auto r = hub_->Publish(req.topic(), req.payload(), {.admission = admission});
-  if (!r.ok()) {
-    result->set_code(static_cast<int32_t>(r.status().code()));
-    result->set_error(std::string(r.status().message()));
-    return;
-  }
-  result->set_seq(r->seq);
-  result->set_subscribers(r->subscribers);
+  hub_->Publish(req.topic(), req.payload(), {.admission = admission},
+                [result, done = std::move(done)](absl::StatusOr<PublishResult> r) mutable {
+                  if (r.ok()) {
+                    result->set_seq(r->seq);
+                    result->set_subscribers(r->subscribers);
+                  } else {
+                    result->set_code(static_cast<int32_t>(r.status().code()));
+                    result->set_error(std::string(r.status().message()));
+                  }
+                  std::move(done)();
+                });
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerContext* ctx,
@@ -414,10 +455,18 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerCo
                            " bytes of deliveries are pending (limit ", hub_->budget().limit(),
                            "); retry later")));
   }
+  // Answered once every message has its result; one count for this loop, so
+  // that results finishing while it runs cannot answer early.
+  auto* reactor = ctx->DefaultReactor();
+  auto left = std::make_shared<std::atomic<int>>(req->messages_size() + 1);
+  auto one_done = [reactor, left] {
+    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) reactor->Finish(grpc::Status::OK);
+  };
   for (const auto& m : req->messages()) {
-    PublishOne(m, resp->add_results(), Hub::Admission::kAccept);
+    PublishOne(m, resp->add_results(), Hub::Admission::kAccept, one_done);
   }
-  return Finish(ctx, absl::OkStatus());
+  one_done();
+  return reactor;
 }
 
 grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImpl::PublishStream(
@@ -431,8 +480,9 @@ grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImp
     return new Refuse(s);
   }
   return new PublishStreamReactor(
-      [this](const v1::PublishRequest& r, v1::PublishResult* out) {
-        PublishOne(r, out, Hub::Admission::kAccept);
+      [this](const v1::PublishRequest& r, v1::PublishResult* out,
+             absl::AnyInvocable<void() &&> done) {
+        PublishOne(r, out, Hub::Admission::kAccept, std::move(done));
       },
       counters_.serving, &hub_->budget(), &streams_);
 }

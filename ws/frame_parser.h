@@ -17,6 +17,7 @@ inline constexpr uint16_t kCloseProtocolError = 1002;  // framing rules broken
 inline constexpr uint16_t kCloseInvalidPayload = 1007; // text that is not UTF-8
 inline constexpr uint16_t kClosePolicy = 1008;         // client message rate exceeded
 inline constexpr uint16_t kCloseTooBig = 1009;         // inbound message over the limit
+inline constexpr uint16_t kCloseTryAgainLater = 1013;  // the cluster cannot take a publish now
 inline constexpr uint16_t kCloseUnauthorized = 4001;   // bad token, or none in time
 inline constexpr uint16_t kCloseTokenExpired = 4002;   // the token ran out, not refreshed
 inline constexpr uint16_t kCloseSlowConsumer = 4008;   // outbound queue overflowed

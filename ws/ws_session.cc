@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/json/parse.hpp>
@@ -188,14 +189,25 @@ void WsSession::PublishRaw(bool text, absl::string_view payload) {
   // The frame's bytes as they are, its type kept: a binary frame of UTF-8
   // bytes reaches raw subscribers as binary. Never refused for overload:
   // reading pauses instead (OnReadable), as a PublishStream does.
-  auto r = front_end_->hub().Publish(
+  front_end_->hub().Publish(
       raw_publish_topic_, payload,
       {.admission = Hub::Admission::kAccept,
-       .kind = text ? PayloadKind::kText : PayloadKind::kBinary});
-  if (!r.ok()) {
-    // Over --max_payload_bytes (the topic was checked at the upgrade).
-    return StartClose(kCloseTooBig, r.status().message(), CloseMode::kFail);
-  }
+       .kind = text ? PayloadKind::kText : PayloadKind::kBinary},
+      [self = shared_from_this()](absl::StatusOr<PublishResult> r) {
+        if (r.ok()) return;
+        // On this thread (a standalone node answers inline), or from a
+        // cluster broker's thread.
+        asio::dispatch(self->thread_->context, [self, status = r.status()] {
+          if (self->phase_ != Phase::kOpen) return;
+          if (absl::IsInvalidArgument(status)) {
+            // Over --max_payload_bytes (the topic was checked at the upgrade).
+            return self->StartClose(kCloseTooBig, status.message(), CloseMode::kFail);
+          }
+          // The cluster could not take it (UNAVAILABLE, ABORTED): nothing a
+          // raw publisher can be told but to come back.
+          self->StartClose(kCloseTryAgainLater, status.message(), CloseMode::kHandshake);
+        });
+      });
 }
 
 void WsSession::OnPing(absl::string_view payload) {
@@ -363,13 +375,24 @@ void WsSession::HandlePublish(const ControlMessage& m) {
     return fail("permission_denied", absl::StrCat("not permitted to publish to '", m.topic, "'"));
   }
   if (m.invalid_payload) return fail(m.invalid_payload->code, m.invalid_payload->message);
-  auto r = front_end_->hub().Publish(m.topic, m.payload,
-                                     {.kind = m.kind, .exclude = m.echo ? 0 : this->id()});
-  if (!r.ok()) {
-    if (absl::IsResourceExhausted(r.status())) return fail("overloaded", r.status().message());
-    return fail("payload_too_large", r.status().message());
-  }
-  Reply(absl::StrCat(R"({"id":)", json::serialize(m.id), R"(,"ok":true,"seq":)", r->seq, "}"));
+  front_end_->hub().Publish(
+      m.topic, m.payload, {.kind = m.kind, .exclude = m.echo ? 0 : this->id()},
+      [self = shared_from_this(), id = m.id](absl::StatusOr<PublishResult> r) mutable {
+        // On this thread (a standalone node answers inline), or from a
+        // cluster broker's thread.
+        asio::dispatch(self->thread_->context, [self, id = std::move(id), r = std::move(r)] {
+          if (self->phase_ != Phase::kOpen) return;
+          if (r.ok()) {
+            return self->Reply(
+                absl::StrCat(R"({"id":)", json::serialize(id), R"(,"ok":true,"seq":)", r->seq, "}"));
+          }
+          IoThreadStats::Add(self->thread_->stats.control_errors, 1);
+          absl::string_view code = "payload_too_large";
+          if (absl::IsResourceExhausted(r.status())) code = "overloaded";
+          if (absl::IsUnavailable(r.status()) || absl::IsAborted(r.status())) code = "unavailable";
+          self->Reply(ErrorReply(id, code, r.status().message()));
+        });
+      });
 }
 
 // ----------------------------------------------------------- subscriptions

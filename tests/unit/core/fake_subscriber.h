@@ -6,10 +6,33 @@
 #include <string>
 #include <vector>
 
+#include "cluster/in_process_broker.h"
 #include "core/hub.h"
 #include "core/subscriber.h"
 
 namespace fanout {
+
+// A hub with a standalone node's broker, which answers publishes inline.
+struct StandaloneHub {
+  StandaloneHub(const Hub::Options& options, Dispatcher* dispatcher)
+      : hub(options, dispatcher, &broker) {}
+  InProcessBroker broker;
+  Hub hub;
+};
+
+// Publish and Broadcast, answered inline (the in-process broker does).
+inline absl::StatusOr<PublishResult> PublishNow(Hub& hub, absl::string_view topic,
+                                                absl::string_view payload) {
+  absl::StatusOr<PublishResult> out = absl::InternalError("not answered inline");
+  hub.Publish(topic, payload, {}, [&](absl::StatusOr<PublishResult> r) { out = std::move(r); });
+  return out;
+}
+inline absl::StatusOr<PublishResult> BroadcastNow(Hub& hub, absl::string_view payload) {
+  absl::StatusOr<PublishResult> out = absl::InternalError("not answered inline");
+  hub.Broadcast(payload, Hub::Admission::kRefuseWhenOverloaded,
+                [&](absl::StatusOr<PublishResult> r) { out = std::move(r); });
+  return out;
+}
 
 // A subscriber whose control calls answer at once and do nothing: core
 // tests exercise delivery, not connection control.

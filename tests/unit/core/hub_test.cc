@@ -8,13 +8,14 @@ namespace {
 
 TEST(Hub, PublishPostsOneTaskPerThreadWithSubscribersAndSharesOneMessage) {
   QueueDispatcher dispatcher(3);
-  Hub hub({}, &dispatcher);
+  StandaloneHub standalone({}, &dispatcher);
+  Hub& hub = standalone.hub;
   std::vector<std::shared_ptr<FakeSubscriber>> subs;
   for (uint64_t id = 1; id <= 10; ++id) {
     subs.push_back(std::make_shared<FakeSubscriber>(id, id % 2 == 0 ? 0 : 2));
     ASSERT_TRUE(hub.Subscribe("t", subs.back()).ok());
   }
-  auto result = hub.Publish("t", "payload");
+  auto result = PublishNow(hub, "t", "payload");
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result->seq, 1u);
   EXPECT_EQ(result->subscribers, 10u);
@@ -34,18 +35,20 @@ TEST(Hub, RejectsBadTopicsAndOversizedPayloads) {
   QueueDispatcher dispatcher(1);
   Limits limits;
   limits.max_payload_bytes = 4;
-  Hub hub({.limits = limits}, &dispatcher);
-  EXPECT_EQ(hub.Publish("bad topic", "x").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(hub.Publish("t", "12345").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(hub.Broadcast("12345").status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(hub.Publish("t", "1234").ok());
+  StandaloneHub standalone({.limits = limits}, &dispatcher);
+  Hub& hub = standalone.hub;
+  EXPECT_EQ(PublishNow(hub, "bad topic", "x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PublishNow(hub, "t", "12345").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(BroadcastNow(hub, "12345").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(PublishNow(hub, "t", "1234").ok());
   EXPECT_EQ(hub.Subscribe("", std::make_shared<FakeSubscriber>(1, 0)).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Hub, BroadcastReachesRegisteredConnectionsOnly) {
   QueueDispatcher dispatcher(2);
-  Hub hub({}, &dispatcher);
+  StandaloneHub standalone({}, &dispatcher);
+  Hub& hub = standalone.hub;
   auto a = std::make_shared<FakeSubscriber>(1, 0);
   auto b = std::make_shared<FakeSubscriber>(2, 1, DeliveryFormat::kRaw);
   auto gone = std::make_shared<FakeSubscriber>(3, 1);
@@ -53,7 +56,7 @@ TEST(Hub, BroadcastReachesRegisteredConnectionsOnly) {
   EXPECT_FALSE(hub.AddConnection(a));
   hub.RemoveConnection(3);
   EXPECT_EQ(hub.connection_count(), 2u);
-  auto r = hub.Broadcast("hi");
+  auto r = BroadcastNow(hub, "hi");
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->subscribers, 2u);
   dispatcher.RunAll();

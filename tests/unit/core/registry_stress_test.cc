@@ -74,7 +74,8 @@ TEST(RegistryStress, ConcurrentSubscribeUnsubscribePublishBroadcastAndList) {
   std::vector<std::shared_ptr<CountingSubscriber>> stable;
   {
     ThreadDispatcher dispatcher(kIoThreads);
-    Hub hub({.stripes = 8}, &dispatcher);
+    StandaloneHub standalone({.stripes = 8}, &dispatcher);
+  Hub& hub = standalone.hub;
     // Stable subscribers must receive every publish to "stable".
     for (uint64_t id = 1; id <= 30; ++id) {
       stable.push_back(std::make_shared<CountingSubscriber>(id, static_cast<int>(id % kIoThreads)));
@@ -102,11 +103,11 @@ TEST(RegistryStress, ConcurrentSubscribeUnsubscribePublishBroadcastAndList) {
     for (int w = 0; w < 2; ++w) {
       workers.emplace_back([&] {
         for (int i = 0; i < 2000; ++i) {
-          ASSERT_TRUE(hub.Publish("hot" + std::to_string(i % 4), "x").ok());
-          ASSERT_TRUE(hub.Publish("stable", "y").ok());
+          ASSERT_TRUE(PublishNow(hub, "hot" + std::to_string(i % 4), "x").ok());
+          ASSERT_TRUE(PublishNow(hub, "stable", "y").ok());
           publishes.fetch_add(1);
           if (i % 100 == 0) {
-            ASSERT_TRUE(hub.Broadcast("z").ok());
+            ASSERT_TRUE(BroadcastNow(hub, "z").ok());
           }
         }
       });

@@ -1,0 +1,86 @@
+#ifndef FANOUT_CORE_BROKER_H_
+#define FANOUT_CORE_BROKER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/functional/any_invocable.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "core/delivery_budget.h"
+#include "core/message.h"
+
+namespace fanout {
+
+// The three stages of a publish (docs/design.md): the ingress (Hub::Publish,
+// called by gRPC and by clients) validates and admits it, a Broker assigns
+// its sequence number and carries it to every node with interest, and local
+// delivery (the Hub again, as LocalDelivery) encodes it once per node and
+// hands it to that node's subscribers. core/ knows only these interfaces;
+// the brokers live in cluster/.
+
+// What the ingress hands a broker. The views are valid during Publish only: a
+// broker that answers later copies what it needs first.
+struct OutgoingMessage {
+  absl::string_view topic;  // empty for a broadcast
+  bool broadcast = false;
+  absl::string_view payload;
+  std::optional<PayloadKind> kind;  // unset: as the payload's bytes look
+  // A connection of the publishing node not to deliver to (a client
+  // publishing with echo off); 0: none.
+  uint64_t exclude = 0;
+};
+
+// What a publish answers: its sequence number in the topic (or in the
+// broadcasts), and how many subscribers it was handed to.
+struct PublishResult {
+  uint64_t seq = 0;
+  uint64_t subscribers = 0;
+};
+using PublishDone = absl::AnyInvocable<void(absl::StatusOr<PublishResult>) &&>;
+
+// A node's subscribers, as a broker sees them. Implemented by Hub.
+// Thread: safe from any thread; never blocks beyond a registry stripe lock.
+class LocalDelivery {
+ public:
+  virtual ~LocalDelivery() = default;
+  // Takes the topic's next local sequence number and delivers under it, in
+  // one step (the in-process broker: the sequence lives with the subscribers).
+  virtual PublishResult DeliverNext(const OutgoingMessage& m) = 0;
+  // Delivers a message whose sequence number the broker assigned (a
+  // cluster); returns how many local subscribers it was handed to.
+  virtual uint64_t Deliver(const OutgoingMessage& m, uint64_t seq) = 0;
+  // How many local subscribers `topic` has (every connection for a
+  // broadcast, `topic` empty).
+  virtual uint64_t LocalSubscribers(absl::string_view topic) const = 0;
+};
+
+// Carries publishes from the ingress of any node to local delivery on every
+// node with interest. Thread: safe from any thread; no call blocks on the
+// network, and callbacks never block.
+class Broker {
+ public:
+  virtual ~Broker() = default;
+  // Called once by the hub, before any other call. What a broker holds for
+  // publishes it has not answered yet is charged to `budget`.
+  virtual void Attach(LocalDelivery* delivery, DeliveryBudget* budget) = 0;
+  // Assigns `m` its sequence number and delivers it everywhere; `done` runs
+  // exactly once, inline or later on a broker thread.
+  // UNAVAILABLE: the broker has no connection (nothing was delivered), or the
+  // outcome is unknown (the message may have been delivered).
+  virtual void Publish(const OutgoingMessage& m, PublishDone done) = 0;
+  // The registry's news: `topic` gained its first local subscriber, or lost
+  // its last. Called under the topic's registry stripe lock, in order per
+  // topic: must not block or call back into the registry.
+  virtual void OnTopicActive(absl::string_view topic) = 0;
+  virtual void OnTopicIdle(absl::string_view topic) = 0;
+  // Whether publishes can reach the whole service now.
+  virtual bool connected() const = 0;
+  // Prometheus text for the broker's own metrics (may append nothing).
+  virtual void AppendMetrics(std::string* out) const = 0;
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_CORE_BROKER_H_
