@@ -91,6 +91,13 @@ ABSL_FLAG(std::string, tls_cert_file, "",
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file");
 ABSL_FLAG(std::string, tls_client_ca_file, "",
           "PEM CA bundle: gRPC clients must present a certificate it signed (mTLS)");
+ABSL_FLAG(std::vector<std::string>, nats, {},
+          "Cluster mode: comma-separated NATS server URLs (nats://HOST:PORT) of a NATS cluster "
+          "with JetStream; empty: a standalone node");
+ABSL_FLAG(int, nats_replicas, 3,
+          "Replicas of the JetStream stream FANOUT that numbers publishes, when this node creates "
+          "it (1 for a single nats-server)");
+ABSL_FLAG(int, nats_publish_workers, 8, "Threads publishing into JetStream (topics committing at once)");
 
 namespace {
 
@@ -109,7 +116,7 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
       "jwt_secret_file", "jwt_public_key_file", "jwt_jwks_file", "jwt_issuer", "jwt_audience",
       "jwt_leeway", "allow_anonymous", "anonymous_subscribe", "anonymous_publish",
       "grpc_token_file", "grpc_publish_token_file", "tls_cert_file", "tls_key_file",
-      "tls_client_ca_file"};
+      "tls_client_ca_file", "nats", "nats_replicas", "nats_publish_workers"};
   for (const char* name : kNames) {
     std::string env = absl::StrCat("FANOUT_", absl::AsciiStrToUpper(name));
     if (const char* value = std::getenv(env.c_str())) storage->push_back(absl::StrCat("--", name, "=", value));
@@ -220,6 +227,11 @@ int main(int argc, char** argv) {
   options.ws.tls_cert_file = absl::GetFlag(FLAGS_tls_cert_file);
   options.ws.tls_key_file = absl::GetFlag(FLAGS_tls_key_file);
   options.tls_client_ca_file = absl::GetFlag(FLAGS_tls_client_ca_file);
+  for (const auto& url : absl::GetFlag(FLAGS_nats)) {
+    if (!url.empty()) options.nats_servers.push_back(url);
+  }
+  options.nats_replicas = absl::GetFlag(FLAGS_nats_replicas);
+  options.nats_publish_workers = absl::GetFlag(FLAGS_nats_publish_workers);
 
   // Block the stop signals in every thread; main waits for them below.
   sigset_t stop_signals;

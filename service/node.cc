@@ -12,6 +12,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "cluster/in_process_broker.h"
+#include "cluster/nats_broker.h"
 #include "core/message.h"
 #include "absl/time/clock.h"
 #include "spdlog/spdlog.h"
@@ -95,16 +97,30 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   auto tick = std::clamp(absl::ToChronoMilliseconds(shortest / 10), std::chrono::milliseconds(10),
                          std::chrono::milliseconds(500));
   node->pool_ = std::make_unique<IoThreadPool>(options.ws.io_threads, tick);
+  Node* raw = node.get();
+  node->health_ = std::make_unique<HealthService>();
+  if (options.nats_servers.empty()) {
+    node->broker_ = std::make_unique<InProcessBroker>();
+  } else {
+    auto broker = NatsBroker::Create({.servers = options.nats_servers,
+                                      .node_id = options.node_id,
+                                      .replicas = options.nats_replicas,
+                                      .publish_workers = options.nats_publish_workers,
+                                      .on_connection = [raw](bool connected) {
+                                        raw->OnBrokerConnection(connected);
+                                      }});
+    if (!broker.ok()) return broker.status();
+    node->broker_ = std::move(*broker);
+  }
   node->hub_ = std::make_unique<Hub>(
       Hub::Options{.limits = options.limits, .stripes = options.registry_stripes},
-      node->pool_.get());
+      node->pool_.get(), node->broker_.get());
   for (int i = 0; i < node->pool_->thread_count(); ++i) {
     node->hub_->budget().AddThreadCounter(&node->pool_->thread(i).stats.queued_budget_bytes);
   }
-  Node* raw = node.get();
   WsFrontEnd::Hooks hooks;
   hooks.metrics = [raw](std::string* out) { raw->AppendMetrics(out); };
-  hooks.serving = [raw] { return raw->serving(); };
+  hooks.not_serving = [raw] { return raw->not_serving(); };
   Authority::Options auth = options.auth;
   auth.max_topic_length = options.limits.max_topic_length;
   auto authority = Authority::Create(auth);
@@ -134,7 +150,6 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
                                                        std::move(counters), options.watch,
                                                        node->api_tokens_.get());
 
-  node->health_ = std::make_unique<HealthService>();
   grpc::EnableDefaultHealthCheckService(false);
   node->reflection_ = std::make_unique<ReflectionService>(std::vector<std::string>{
       v1::Fanout::service_full_name(), grpc::health::v1::Health::service_full_name()});
@@ -161,7 +176,14 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
   node->grpc_address_ = absl::StrCat(host, ":", port);
 
   node->health_->SetStatus("", grpc::health::v1::HealthCheckResponse::SERVING);
-  node->health_->SetStatus(kServiceName, grpc::health::v1::HealthCheckResponse::SERVING);
+  {
+    MutexLock lock(&node->health_mu_);
+    node->health_started_ = true;
+    node->health_->SetStatus(kServiceName,
+                             node->cluster_connected_
+                                 ? grpc::health::v1::HealthCheckResponse::SERVING
+                                 : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
+  }
   node->pool_->Start();
   node->front_end_->Start();
   node->serving_.store(true, std::memory_order_release);
@@ -194,8 +216,28 @@ void Node::Shutdown() {
   // Streams paused for room in the delivery budget let go now, while the
   // service they belong to still exists.
   if (hub_) hub_->budget().WakeAll();
+  // Nothing arrives from the cluster for the hub any more, and publishes
+  // still queued for it are answered.
+  if (auto* nats = dynamic_cast<NatsBroker*>(broker_.get())) nats->Stop();
   if (pool_) pool_->Stop();
   if (was_serving) spdlog::info("fanoutd stopped");
+}
+
+std::string Node::not_serving() const {
+  if (!serving()) return "shutting down";
+  if (broker_ && !broker_->connected()) {
+    return "no connection to the NATS cluster: publishes are refused until it is back";
+  }
+  return "";
+}
+
+void Node::OnBrokerConnection(bool connected) {
+  // Under the lock, so that the last news wins, also against Create.
+  MutexLock lock(&health_mu_);
+  cluster_connected_ = connected;
+  if (!health_started_ || stopped_.load()) return;
+  health_->SetStatus(kServiceName, connected ? grpc::health::v1::HealthCheckResponse::SERVING
+                                             : grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 }
 
 absl::Status Node::Reload() {
@@ -267,6 +309,7 @@ void Node::AppendMetrics(std::string* out) const {
                   api_tokens_->permission_denied(), "\n");
   metric("gauge", "fanout_watchers", "Open fanout.v1.Fanout/Watch streams.",
          hub_->observer_count());
+  broker_->AppendMetrics(out);
 }
 
 }  // namespace fanout

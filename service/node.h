@@ -9,8 +9,10 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "auth/authority.h"
+#include "core/broker.h"
 #include "core/hub.h"
 #include "core/limits.h"
+#include "core/mutex.h"
 #include "service/fanout_service.h"
 #include "service/health_service.h"
 #include "service/reflection_service.h"
@@ -43,6 +45,12 @@ struct NodeOptions {
   // With ws.tls_cert_file/tls_key_file, the gRPC port speaks TLS too; with
   // this CA (PEM), gRPC clients must present a certificate it signed.
   std::string tls_client_ca_file;
+  // Cluster: the NATS servers (nats://HOST:PORT); empty: a standalone node.
+  std::vector<std::string> nats_servers;
+  // Replicas of the JetStream stream that numbers publishes.
+  int nats_replicas = 3;
+  // Threads that publish into JetStream (topics committing at once).
+  int nats_publish_workers = 8;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.
@@ -56,6 +64,9 @@ class Node {
   const std::string& grpc_address() const { return grpc_address_; }
   std::string ws_address() const { return front_end_->local_address(); }
   bool serving() const { return serving_.load(std::memory_order_acquire); }
+  // Empty while the node serves everything; otherwise why not: shutting
+  // down, or (in a cluster) no connection to NATS. /healthz says it.
+  std::string not_serving() const;
 
   // Graceful stop: health NOT_SERVING, stop accepting, close WebSockets with
   // 1001, let gRPC calls finish within the drain timeout. Idempotent.
@@ -75,8 +86,13 @@ class Node {
   explicit Node(const NodeOptions& options);
   void AppendMetrics(std::string* out) const;
 
+  // The broker's connection changed (cluster): gRPC health follows it.
+  void OnBrokerConnection(bool connected);
+
   const NodeOptions options_;
   std::unique_ptr<IoThreadPool> pool_;
+  // Outlives the hub, which refers to it; stopped before the hub goes.
+  std::unique_ptr<Broker> broker_;
   std::unique_ptr<Hub> hub_;
   std::unique_ptr<Authority> authority_;
   std::unique_ptr<ApiTokens> api_tokens_;
@@ -87,6 +103,9 @@ class Node {
   std::unique_ptr<grpc::Server> grpc_server_;
   std::string grpc_address_;
   std::atomic<bool> serving_{false};
+  Mutex health_mu_;
+  bool health_started_ ABSL_GUARDED_BY(health_mu_) = false;
+  bool cluster_connected_ ABSL_GUARDED_BY(health_mu_) = true;
   std::atomic<bool> stopped_{false};
   const absl::Time started_ = absl::Now();
 };

@@ -34,8 +34,9 @@ class WsFrontEnd {
     // Appends the node's Prometheus text (everything but the front end's own
     // series, which AppendMetrics adds). Called on an I/O thread.
     std::function<void(std::string*)> metrics;
-    // True while the node serves; /healthz answers 503 otherwise.
-    std::function<bool()> serving;
+    // Empty while the node serves; otherwise why not (one line), and
+    // /healthz answers 503 with it.
+    std::function<std::string()> not_serving;
   };
 
   // Binds the listeners. INVALID_ARGUMENT for a bad address, UNAVAILABLE when

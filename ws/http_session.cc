@@ -170,8 +170,8 @@ void HttpSession::OnRead(beast::error_code ec) {
     return Respond(405, "method not allowed\n");
   }
   if (path == "/healthz") {
-    bool serving = front_end_->hooks().serving ? front_end_->hooks().serving() : true;
-    return serving ? Respond(200, "ok\n") : Respond(503, "shutting down\n");
+    std::string why = front_end_->hooks().not_serving ? front_end_->hooks().not_serving() : "";
+    return why.empty() ? Respond(200, "ok\n") : Respond(503, why + "\n");
   }
   if (path == "/metrics") {
     std::string text;

@@ -1,0 +1,609 @@
+#include "cluster/nats_broker.h"
+
+#include <nats/nats.h>
+
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "cluster/nats_subjects.h"
+#include "spdlog/spdlog.h"
+
+namespace fanout {
+namespace {
+
+constexpr char kStream[] = "FANOUT";
+// Headers a fanout publish carries (and the stream keeps and republishes).
+constexpr char kSeqHeader[] = "Fanout-Seq";
+constexpr char kKindHeader[] = "Fanout-Kind";
+constexpr char kOriginHeader[] = "Fanout-Origin";
+constexpr char kExcludeHeader[] = "Fanout-Exclude";
+// Attempts at a topic's next number before a publish gives up (ABORTED):
+// each lost attempt means another node's message to the topic was stored.
+constexpr int kMaxAttempts = 20;
+// Topic positions a publish worker remembers (a cache: a miss costs one
+// request to the stream).
+constexpr size_t kMaxPositions = 65536;
+// What a queued publish costs beyond its bytes, for the delivery budget.
+constexpr int64_t kJobBytes = 256;
+// A stream message's life: the stream keeps the last message of each topic
+// (to number the next one) for a day after it was published.
+constexpr int64_t kMaxAgeNanos = int64_t{24} * 3600 * 1000 * 1000 * 1000;
+constexpr int64_t kDuplicateWindowNanos = int64_t{120} * 1000 * 1000 * 1000;
+
+std::string NatsError(natsStatus s) {
+  std::string text = natsStatus_GetText(s);
+  // The last error of this thread, when it says more than the status.
+  const char* last = nats_GetLastError(nullptr);
+  if (last != nullptr && *last != '\0' && text != last) absl::StrAppend(&text, ": ", last);
+  return text;
+}
+
+const char* KindName(std::optional<PayloadKind> kind) {
+  if (!kind) return nullptr;
+  switch (*kind) {
+    case PayloadKind::kJson:
+      return "json";
+    case PayloadKind::kText:
+      return "text";
+    case PayloadKind::kBinary:
+      return "binary";
+  }
+  return nullptr;
+}
+
+std::optional<PayloadKind> KindOf(const char* name) {
+  if (name == nullptr) return std::nullopt;
+  if (std::strcmp(name, "json") == 0) return PayloadKind::kJson;
+  if (std::strcmp(name, "text") == 0) return PayloadKind::kText;
+  if (std::strcmp(name, "binary") == 0) return PayloadKind::kBinary;
+  return std::nullopt;
+}
+
+const char* Header(natsMsg* msg, const char* key) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, key, &value) != NATS_OK) return nullptr;
+  return value;
+}
+
+}  // namespace
+
+// One topic this node has interest in: what its subscription's callback needs.
+// Freed by libnats' completion callback, after the last message was handled.
+struct NatsBroker::Interest {
+  NatsBroker* broker;
+  std::string topic;  // empty for the broadcasts
+  natsSubscription* sub = nullptr;
+};
+
+// A publish thread with its own queue; a topic always goes to the same one,
+// so its publishes keep their order and the worker's positions stay warm.
+class NatsBroker::Worker {
+ public:
+  explicit Worker(NatsBroker* broker) : broker_(broker), thread_([this] { Run(); }) {}
+  ~Worker() {
+    {
+      MutexLock lock(&mu_);
+      stop_ = true;
+    }
+    cv_.Signal();
+    thread_.join();
+  }
+
+  void Push(Job job) {
+    {
+      MutexLock lock(&mu_);
+      if (!stop_) {
+        queue_.push_back(std::move(job));
+        cv_.Signal();
+        return;
+      }
+    }
+    Finish(job, absl::UnavailableError("the node is shutting down; nothing was published"));
+  }
+
+  size_t queued() {
+    MutexLock lock(&mu_);
+    return queue_.size();
+  }
+
+ private:
+  void Run() {
+    for (;;) {
+      Job job;
+      {
+        MutexLock lock(&mu_);
+        while (queue_.empty() && !stop_) cv_.Wait(&mu_);
+        if (queue_.empty()) return;
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      absl::StatusOr<PublishResult> result =
+          broker_->stopping_.load()
+              ? absl::UnavailableError("the node is shutting down; nothing was published")
+              : broker_->PublishNow(job, &positions_);
+      Finish(job, std::move(result));
+    }
+  }
+
+  void Finish(Job& job, absl::StatusOr<PublishResult> result) {
+    if (broker_->budget_) broker_->budget_->Release(job.charge);
+    std::move(job.done)(std::move(result));
+  }
+
+  NatsBroker* const broker_;
+  absl::flat_hash_map<std::string, Position> positions_;  // worker thread only
+  Mutex mu_;
+  CondVar cv_;
+  std::deque<Job> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+NatsBroker::NatsBroker(NatsBrokerOptions options) : options_(std::move(options)) {}
+
+absl::StatusOr<std::unique_ptr<NatsBroker>> NatsBroker::Create(NatsBrokerOptions options) {
+  if (options.servers.empty()) return absl::InvalidArgumentError("--nats names no server");
+  if (options.replicas < 1 || options.replicas > 5) {
+    return absl::InvalidArgumentError("--nats_replicas must be between 1 and 5");
+  }
+  if (options.publish_workers < 1) {
+    return absl::InvalidArgumentError("--nats_publish_workers must be at least 1");
+  }
+  std::unique_ptr<NatsBroker> broker(new NatsBroker(std::move(options)));
+  if (absl::Status s = broker->Connect(); !s.ok()) return s;
+  if (absl::Status s = broker->EnsureStream(); !s.ok()) return s;
+  broker->interest_thread_ = std::thread([b = broker.get()] { b->RunInterest(); });
+  for (int i = 0; i < broker->options_.publish_workers; ++i) {
+    broker->workers_.push_back(std::make_unique<Worker>(broker.get()));
+  }
+  return broker;
+}
+
+absl::Status NatsBroker::Connect() {
+  // Once per process; libnats counts opens and closes.
+  if (natsStatus s = nats_Open(-1); s != NATS_OK) {
+    return absl::InternalError(absl::StrCat("cannot start the NATS client: ", NatsError(s)));
+  }
+  natsOptions* opts = nullptr;
+  natsOptions_Create(&opts);
+  std::vector<const char*> urls;
+  for (const auto& u : options_.servers) urls.push_back(u.c_str());
+  natsStatus s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
+  if (s != NATS_OK) {
+    natsOptions_Destroy(opts);
+    return absl::InvalidArgumentError(absl::StrCat("--nats=", absl::StrJoin(options_.servers, ","),
+                                                   ": ", NatsError(s)));
+  }
+  std::string name = absl::StrCat("fanout-", options_.node_id);
+  natsOptions_SetName(opts, name.c_str());
+  // Reconnect for ever (libnats gives up after 60 rounds by default), soon
+  // and with jitter, and notice a dead server within ~4 s, not minutes.
+  natsOptions_SetMaxReconnect(opts, -1);
+  natsOptions_SetReconnectWait(opts, 250);
+  natsOptions_SetReconnectJitter(opts, 250, 1000);
+  natsOptions_SetPingInterval(opts, 2000);
+  natsOptions_SetMaxPingsOut(opts, 2);
+  natsOptions_SetTimeout(opts, 2000);
+  // One delivery pool for every subscription, instead of a thread each.
+  natsOptions_UseGlobalMessageDelivery(opts, true);
+  natsOptions_SetDisconnectedCB(opts, &NatsBroker::OnDisconnected, this);
+  natsOptions_SetReconnectedCB(opts, &NatsBroker::OnReconnected, this);
+  natsOptions_SetClosedCB(opts, &NatsBroker::OnClosed, this);
+  natsOptions_SetErrorHandler(
+      opts,
+      [](natsConnection* nc, natsSubscription* sub, natsStatus err, void* closure) {
+        OnError(nc, sub, static_cast<int>(err), closure);
+      },
+      this);
+  s = natsConnection_Connect(&nc_, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat("cannot connect to NATS at ",
+                                               absl::StrJoin(options_.servers, ","), ": ",
+                                               NatsError(s)));
+  }
+  jsOptions jo;
+  jsOptions_Init(&jo);
+  jo.Wait = absl::ToInt64Milliseconds(options_.publish_timeout);
+  if (s = natsConnection_JetStream(&js_, nc_, &jo); s != NATS_OK) {
+    return absl::InternalError(absl::StrCat("cannot use JetStream: ", NatsError(s)));
+  }
+  connected_.store(true, std::memory_order_release);
+  spdlog::info("connected to NATS at {} as {}", connected_url(), name);
+  return absl::OkStatus();
+}
+
+absl::Status NatsBroker::EnsureStream() {
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js_, kStream, nullptr, &jerr);
+  if (s == NATS_OK) {
+    const jsStreamConfig* c = info->Config;
+    bool ok = c->RePublish != nullptr && c->RePublish->Destination != nullptr &&
+              std::strcmp(c->RePublish->Destination, kRepublishSubjects) == 0 &&
+              c->SubjectsLen == 1 && std::strcmp(c->Subjects[0], kStreamSubjects) == 0;
+    jsStreamInfo_Destroy(info);
+    if (!ok) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the JetStream stream ", kStream, " exists but was not made by fanoutd (it must take ",
+          kStreamSubjects, " and republish to ", kRepublishSubjects, "); delete it or use another NATS account"));
+    }
+    return absl::OkStatus();
+  }
+  if (jerr != JSStreamNotFoundErr) {
+    if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "NATS answers but has no JetStream (", NatsError(s),
+          "): start nats-server with --jetstream (-js), which fanoutd needs to number publishes"));
+    }
+    return absl::UnavailableError(absl::StrCat("cannot look up the JetStream stream ", kStream,
+                                               ": ", NatsError(s)));
+  }
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  const char* subjects[] = {kStreamSubjects};
+  jsRePublish republish;
+  jsRePublish_Init(&republish);
+  republish.Source = kStreamSubjects;
+  republish.Destination = kRepublishSubjects;
+  cfg.Name = kStream;
+  cfg.Description = "fanoutd: numbers each topic's publishes and republishes them to the nodes";
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.Storage = js_FileStorage;
+  cfg.Replicas = options_.replicas;
+  cfg.MaxMsgsPerSubject = 1;
+  cfg.MaxAge = kMaxAgeNanos;
+  cfg.Duplicates = kDuplicateWindowNanos;
+  cfg.RePublish = &republish;
+  s = js_AddStream(&info, js_, &cfg, nullptr, &jerr);
+  if (s == NATS_OK) {
+    jsStreamInfo_Destroy(info);
+    spdlog::info("created the JetStream stream {} ({} replicas)", kStream, options_.replicas);
+    return absl::OkStatus();
+  }
+  if (jerr == JSStreamNameExistErr) return absl::OkStatus();  // another node was first
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cannot create the JetStream stream ", kStream, " with ", options_.replicas,
+      " replicas: ", NatsError(s),
+      options_.replicas > 1 ? " (a NATS cluster of fewer servers needs --nats_replicas=1)" : ""));
+}
+
+NatsBroker::~NatsBroker() { Stop(); }
+
+void NatsBroker::Stop() {
+  if (stopping_.exchange(true)) return;
+  // Queued publishes are answered (UNAVAILABLE) and their threads end.
+  workers_.clear();
+  {
+    MutexLock lock(&interest_mu_);
+    interest_stop_ = true;
+  }
+  interest_cv_.SignalAll();
+  if (interest_thread_.joinable()) interest_thread_.join();
+  if (nc_) {
+    {
+      MutexLock lock(&interest_mu_);
+      for (auto& [topic, interest] : interests_) natsSubscription_Unsubscribe(interest->sub);
+    }
+    natsConnection_Close(nc_);
+  }
+  // No callback is inside the hub once this returns.
+  while (delivering_.load() > 0) std::this_thread::yield();
+  {
+    MutexLock lock(&interest_mu_);
+    for (auto& [topic, interest] : interests_) natsSubscription_Destroy(interest->sub);
+    interests_.clear();
+  }
+  if (js_) jsCtx_Destroy(js_);
+  js_ = nullptr;
+  if (nc_) natsConnection_Destroy(nc_);
+  nc_ = nullptr;
+  connected_.store(false, std::memory_order_release);
+}
+
+void NatsBroker::Attach(LocalDelivery* delivery, DeliveryBudget* budget) {
+  delivery_ = delivery;
+  budget_ = budget;
+  // Broadcasts reach every node: every node has interest in them.
+  OnTopicActive("");
+}
+
+std::string NatsBroker::connected_url() const {
+  char url[256] = {};
+  if (nc_ == nullptr || natsConnection_GetConnectedUrl(nc_, url, sizeof(url)) != NATS_OK) return "";
+  return url;
+}
+
+// ------------------------------------------------------------------ publish
+
+void NatsBroker::Publish(const OutgoingMessage& m, PublishDone done) {
+  if (!connected()) {
+    publish_errors_.fetch_add(1, std::memory_order_relaxed);
+    return std::move(done)(absl::UnavailableError(
+        "this node has lost its connection to the NATS cluster; nothing was published (retry, "
+        "or publish through another node)"));
+  }
+  Job job{.topic = m.broadcast ? std::string() : std::string(m.topic),
+          .payload = std::string(m.payload),
+          .kind = m.kind,
+          .exclude = m.exclude,
+          .done = std::move(done)};
+  job.charge = static_cast<int64_t>(job.topic.size() + job.payload.size()) + kJobBytes;
+  if (budget_) budget_->Charge(job.charge);
+  size_t index = std::hash<std::string>{}(job.topic) % workers_.size();
+  workers_[index]->Push(std::move(job));
+}
+
+absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const std::string& subject) {
+  natsMsg* msg = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&msg, js_, kStream, subject.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) {
+    if (jerr == JSNoMessageFoundErr) return Position{};  // a new topic (or one forgotten)
+    return absl::UnavailableError(
+        absl::StrCat("cannot read the topic's last position from JetStream: ", NatsError(s)));
+  }
+  Position p{.stream_seq = natsMsg_GetSequence(msg)};
+  const char* seq = Header(msg, kSeqHeader);
+  if (seq == nullptr || !absl::SimpleAtoi(seq, &p.seq)) {
+    natsMsg_Destroy(msg);
+    return absl::DataLossError(absl::StrCat("the stream's last message on ", subject,
+                                            " has no ", kSeqHeader, " header"));
+  }
+  natsMsg_Destroy(msg);
+  return p;
+}
+
+absl::StatusOr<PublishResult> NatsBroker::PublishNow(
+    Job& job, absl::flat_hash_map<std::string, Position>* positions) {
+  const std::string subject = IngestSubject(job.topic);
+  const std::string exclude = absl::StrCat(job.exclude);
+  auto unavailable = [&](absl::string_view what, natsStatus s) {
+    publish_errors_.fetch_add(1, std::memory_order_relaxed);
+    positions->erase(job.topic);
+    return absl::UnavailableError(absl::StrCat(what, ": ", NatsError(s)));
+  };
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    auto it = positions->find(job.topic);
+    if (it == positions->end()) {
+      auto last = LastPosition(subject);
+      if (!last.ok()) {
+        publish_errors_.fetch_add(1, std::memory_order_relaxed);
+        return last.status();
+      }
+      if (positions->size() >= kMaxPositions) positions->clear();
+      it = positions->emplace(job.topic, *last).first;
+    }
+    const Position base = it->second;
+    const uint64_t seq = base.seq + 1;
+    natsMsg* msg = nullptr;
+    natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, job.payload.data(),
+                                  static_cast<int>(job.payload.size()));
+    if (s != NATS_OK) return unavailable("cannot build the NATS message", s);
+    std::string seq_text = absl::StrCat(seq);
+    natsMsgHeader_Set(msg, kSeqHeader, seq_text.c_str());
+    natsMsgHeader_Set(msg, kOriginHeader, options_.node_id.c_str());
+    if (const char* kind = KindName(job.kind)) natsMsgHeader_Set(msg, kKindHeader, kind);
+    if (job.exclude != 0) natsMsgHeader_Set(msg, kExcludeHeader, exclude.c_str());
+    // Built on the topic's last stored message, by its stream sequence: the
+    // stream stores at most one message built on it.
+    std::string msg_id = absl::StrCat(job.topic.empty() ? kBroadcastToken : job.topic, "@",
+                                      base.stream_seq);
+    jsPubOptions po;
+    jsPubOptions_Init(&po);
+    po.MsgId = msg_id.c_str();
+    po.MaxWait = absl::ToInt64Milliseconds(options_.publish_timeout);
+    if (base.stream_seq == 0) {
+      po.ExpectNoMessage = true;
+    } else {
+      po.ExpectLastSubjectSeq = base.stream_seq;
+    }
+    jsPubAck* ack = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    s = js_PublishMsg(&ack, js_, msg, &po, &jerr);
+    natsMsg_Destroy(msg);
+    if (s == NATS_OK && !ack->Duplicate) {
+      it->second = {ack->Sequence, seq};
+      jsPubAck_Destroy(ack);
+      published_.fetch_add(1, std::memory_order_relaxed);
+      return PublishResult{seq, delivery_->LocalSubscribers(job.topic)};
+    }
+    bool lost = (s == NATS_OK && ack->Duplicate) || jerr == JSStreamWrongLastSequenceErr;
+    if (ack) jsPubAck_Destroy(ack);
+    if (!lost) {
+      // Timed out or disconnected: the message may have been stored.
+      return unavailable(s == NATS_TIMEOUT
+                             ? "JetStream did not acknowledge the publish in time; it may or may "
+                               "not have been delivered"
+                             : "JetStream refused the publish",
+                         s);
+    }
+    // Another node's message to the topic came first: number after it.
+    races_lost_.fetch_add(1, std::memory_order_relaxed);
+    positions->erase(it);
+  }
+  publish_errors_.fetch_add(1, std::memory_order_relaxed);
+  return absl::AbortedError(absl::StrCat("lost the race for the topic's next sequence number ",
+                                         kMaxAttempts, " times to other nodes; retry"));
+}
+
+// ----------------------------------------------------------------- interest
+
+void NatsBroker::OnTopicActive(absl::string_view topic) {
+  {
+    MutexLock lock(&interest_mu_);
+    interest_queue_.emplace_back(std::string(topic), true);
+  }
+  interest_cv_.Signal();
+}
+
+void NatsBroker::OnTopicIdle(absl::string_view topic) {
+  {
+    MutexLock lock(&interest_mu_);
+    interest_queue_.emplace_back(std::string(topic), false);
+  }
+  interest_cv_.Signal();
+}
+
+void NatsBroker::RunInterest() {
+  MutexLock lock(&interest_mu_);
+  for (;;) {
+    while (interest_queue_.empty() && !interest_stop_) interest_cv_.Wait(&interest_mu_);
+    if (interest_stop_) return;
+    auto [topic, active] = std::move(interest_queue_.front());
+    interest_queue_.pop_front();
+    if (active) {
+      Subscribe(topic);
+    } else {
+      Unsubscribe(topic);
+    }
+  }
+}
+
+void NatsBroker::Subscribe(const std::string& topic) {
+  if (interests_.contains(topic)) return;
+  auto* interest = new Interest{this, topic};
+  std::string subject = DeliverySubject(topic);
+  natsStatus s = natsConnection_Subscribe(&interest->sub, nc_, subject.c_str(),
+                                          &NatsBroker::OnMessage, interest);
+  if (s != NATS_OK) {
+    // Only a closed connection refuses (libnats queues SUBs while it
+    // reconnects and sends them again itself).
+    spdlog::error("cannot subscribe to NATS subject {}: {}", subject, NatsError(s));
+    delete interest;
+    return;
+  }
+  // Bound what one topic may hold in the client if the hub falls behind.
+  natsSubscription_SetPendingLimits(interest->sub, 65536, 64 << 20);
+  natsSubscription_SetOnCompleteCB(interest->sub, &NatsBroker::OnSubscriptionComplete, interest);
+  interests_.emplace(topic, interest);
+  subscriptions_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void NatsBroker::Unsubscribe(const std::string& topic) {
+  if (topic.empty()) return;  // the broadcasts stay
+  auto it = interests_.find(topic);
+  if (it == interests_.end()) return;
+  natsSubscription* sub = it->second->sub;
+  interests_.erase(it);
+  subscriptions_.fetch_sub(1, std::memory_order_relaxed);
+  // The Interest is freed by OnSubscriptionComplete, after its last message.
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+}
+
+void NatsBroker::OnSubscriptionComplete(void* closure) { delete static_cast<Interest*>(closure); }
+
+void NatsBroker::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* interest = static_cast<Interest*>(closure);
+  NatsBroker* self = interest->broker;
+  self->delivering_.fetch_add(1);  // seq_cst with stopping_, as in Stop
+  if (!self->stopping_.load()) {
+    self->received_.fetch_add(1, std::memory_order_relaxed);
+    uint64_t seq = 0;
+    const char* seq_text = Header(msg, kSeqHeader);
+    if (seq_text != nullptr && absl::SimpleAtoi(seq_text, &seq)) {
+      uint64_t exclude = 0;
+      const char* origin = Header(msg, kOriginHeader);
+      const char* exclude_text = Header(msg, kExcludeHeader);
+      if (origin != nullptr && exclude_text != nullptr && self->options_.node_id == origin) {
+        if (!absl::SimpleAtoi(exclude_text, &exclude)) exclude = 0;
+      }
+      int len = natsMsg_GetDataLength(msg);
+      const char* data = natsMsg_GetData(msg);
+      self->delivery_->Deliver(
+          {.topic = interest->topic,
+           .broadcast = interest->topic.empty(),
+           .payload = absl::string_view(data == nullptr ? "" : data, static_cast<size_t>(len)),
+           .kind = KindOf(Header(msg, kKindHeader)),
+           .exclude = exclude},
+          seq);
+    } else {
+      spdlog::warn("dropped a message on {} without a {} header (not published by fanoutd)",
+                   natsMsg_GetSubject(msg), kSeqHeader);
+    }
+  }
+  natsMsg_Destroy(msg);
+  self->delivering_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+// --------------------------------------------------------------- connection
+
+void NatsBroker::SetConnected(bool connected) {
+  if (connected_.exchange(connected) == connected) return;
+  if (options_.on_connection) options_.on_connection(connected);
+}
+
+void NatsBroker::OnDisconnected(natsConnection*, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  if (self->stopping_.load()) return;
+  self->disconnects_.fetch_add(1, std::memory_order_relaxed);
+  spdlog::error("lost the connection to NATS: this node answers publishes UNAVAILABLE and "
+                "reports NOT_SERVING until it is back; reconnecting");
+  self->SetConnected(false);
+}
+
+void NatsBroker::OnReconnected(natsConnection*, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  if (self->stopping_.load()) return;
+  self->reconnects_.fetch_add(1, std::memory_order_relaxed);
+  // libnats has sent every subscription again before telling us.
+  spdlog::info("reconnected to NATS at {}; serving again", self->connected_url());
+  self->SetConnected(true);
+}
+
+void NatsBroker::OnClosed(natsConnection*, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  if (self->stopping_.load()) return;
+  spdlog::error("the NATS connection is closed for good");
+  self->SetConnected(false);
+}
+
+void NatsBroker::OnError(natsConnection*, natsSubscription* sub, int status, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  auto s = static_cast<natsStatus>(status);
+  if (s == NATS_SLOW_CONSUMER) {
+    self->slow_consumer_errors_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("NATS dropped messages for this node: the hub fell behind on {}",
+                 sub ? natsSubscription_GetSubject(sub) : "a subscription");
+    return;
+  }
+  spdlog::warn("NATS: {}", natsStatus_GetText(s));
+}
+
+// ------------------------------------------------------------------ metrics
+
+void NatsBroker::AppendMetrics(std::string* out) const {
+  auto metric = [&](const char* type, const char* name, const char* help, auto value) {
+    absl::StrAppend(out, "# HELP ", name, " ", help, "\n# TYPE ", name, " ", type, "\n", name,
+                    " ", value, "\n");
+  };
+  metric("gauge", "fanout_cluster_connected",
+         "1 while the node is connected to the NATS cluster, 0 otherwise.", connected() ? 1 : 0);
+  metric("counter", "fanout_cluster_disconnects_total", "Times the NATS connection was lost.",
+         disconnects_.load());
+  metric("counter", "fanout_cluster_reconnects_total", "Times the NATS connection came back.",
+         reconnects_.load());
+  metric("gauge", "fanout_cluster_subscriptions",
+         "NATS subscriptions of the node: one per topic with local subscribers, and the "
+         "broadcasts'.",
+         subscriptions_.load());
+  metric("counter", "fanout_cluster_messages_received_total",
+         "Messages the node received from the cluster to deliver locally.", received_.load());
+  metric("counter", "fanout_cluster_publishes_total",
+         "Publishes of this node stored in JetStream.", published_.load());
+  metric("counter", "fanout_cluster_publish_races_lost_total",
+         "Publish attempts renumbered because another node's message to the topic came first.",
+         races_lost_.load());
+  metric("counter", "fanout_cluster_publish_errors_total",
+         "Publishes of this node answered UNAVAILABLE or ABORTED by the cluster.",
+         publish_errors_.load());
+  metric("counter", "fanout_cluster_slow_consumer_total",
+         "Times NATS dropped messages because the node fell behind.",
+         slow_consumer_errors_.load());
+}
+
+}  // namespace fanout

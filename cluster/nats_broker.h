@@ -1,0 +1,159 @@
+#ifndef FANOUT_CLUSTER_NATS_BROKER_H_
+#define FANOUT_CLUSTER_NATS_BROKER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "core/broker.h"
+#include "core/mutex.h"
+
+struct __natsConnection;
+struct __jsCtx;
+struct __natsSubscription;
+struct __natsMsg;
+
+namespace fanout {
+
+struct NatsBrokerOptions {
+  // nats://host:port URLs of the NATS cluster's servers (any subset: the
+  // client learns the others from the cluster).
+  std::vector<std::string> servers;
+  // The node's id: its NATS connection is named fanout-<node_id>.
+  std::string node_id;
+  // Replicas of the JetStream stream that numbers publishes (created by the
+  // first node that finds it missing): 3 survives the loss of one server.
+  int replicas = 3;
+  // Threads that publish into JetStream. A topic's publishes go through one
+  // of them in order, so this bounds how many topics commit at once.
+  int publish_workers = 8;
+  // How long a publish waits for JetStream's acknowledgement.
+  absl::Duration publish_timeout = absl::Seconds(5);
+  // Told when the connection to NATS is lost (false) and back (true).
+  // Thread: libnats' callback thread.
+  std::function<void(bool connected)> on_connection;
+};
+
+// The broker of a cluster: every node connects to one NATS cluster.
+//
+// Numbering: a publish goes into the JetStream stream FANOUT on
+// `fanout.t.<topic>`, carrying its sequence number in the topic (the topic's
+// last number plus one) as the header Fanout-Seq. Two nodes publishing to one
+// topic at once must not both take the same number, so each publish names the
+// stream sequence of the topic's last message it built on, twice: as
+// Nats-Expected-Last-Subject-Sequence (the stream refuses it if another
+// message came in between) and in its Nats-Msg-Id (the stream drops it as a
+// duplicate if another one built on the same message was stored first: in a
+// replicated stream of nats-server 2.9 the first check alone lets concurrent
+// proposals through). The loser re-reads the topic's last message and tries
+// again with the next number. docs/design/cluster.md has the experiments.
+//
+// Delivery: the stream republishes each stored message on `fanout.d.<topic>`
+// in stream order; a node subscribes there while it has local subscribers of
+// the topic (interest), so every node delivers every message once, in one
+// order, with one sequence, and a node without subscribers of a topic gets
+// none of its traffic. The publishing node delivers its own message the same
+// way. Broadcasts use the topic `~b`, to which every node subscribes.
+//
+// Thread: safe from any thread. libnats' delivery threads call the hub;
+// one interest thread subscribes and unsubscribes; publish workers block on
+// JetStream, never a caller.
+class NatsBroker final : public Broker {
+ public:
+  // Connects, and creates the stream if it is missing. UNAVAILABLE when no
+  // server answers, FAILED_PRECONDITION when NATS has no JetStream or the
+  // stream exists with another configuration.
+  static absl::StatusOr<std::unique_ptr<NatsBroker>> Create(NatsBrokerOptions options);
+  ~NatsBroker() override;
+
+  void Attach(LocalDelivery* delivery, DeliveryBudget* budget) override;
+  void Publish(const OutgoingMessage& m, PublishDone done) override;
+  void OnTopicActive(absl::string_view topic) override;
+  void OnTopicIdle(absl::string_view topic) override;
+  bool connected() const override { return connected_.load(std::memory_order_acquire); }
+  void AppendMetrics(std::string* out) const override;
+
+  // Stops delivering to the hub and answers every queued publish with
+  // UNAVAILABLE; closes the connection. Idempotent; called by the destructor.
+  void Stop();
+
+  std::string connected_url() const;
+
+ private:
+  struct Interest;
+  struct Job {
+    std::string topic;  // empty for a broadcast
+    std::string payload;
+    std::optional<PayloadKind> kind;
+    uint64_t exclude = 0;
+    int64_t charge = 0;
+    PublishDone done;
+  };
+  // The stream sequence and the fanout sequence of a topic's last message.
+  struct Position {
+    uint64_t stream_seq = 0;
+    uint64_t seq = 0;
+  };
+  class Worker;
+
+  explicit NatsBroker(NatsBrokerOptions options);
+  absl::Status Connect();
+  absl::Status EnsureStream();
+  absl::StatusOr<PublishResult> PublishNow(Job& job,
+                                           absl::flat_hash_map<std::string, Position>* positions);
+  absl::StatusOr<Position> LastPosition(const std::string& subject);
+  void RunInterest();
+  void Subscribe(const std::string& topic) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_);
+  void Unsubscribe(const std::string& topic) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_);
+
+  static void OnMessage(__natsConnection* nc, __natsSubscription* sub, __natsMsg* msg,
+                        void* closure);
+  static void OnSubscriptionComplete(void* closure);
+  static void OnDisconnected(__natsConnection* nc, void* closure);
+  static void OnReconnected(__natsConnection* nc, void* closure);
+  static void OnClosed(__natsConnection* nc, void* closure);
+  static void OnError(__natsConnection* nc, __natsSubscription* sub, int status, void* closure);
+  void SetConnected(bool connected);
+
+  const NatsBrokerOptions options_;
+  LocalDelivery* delivery_ = nullptr;
+  DeliveryBudget* budget_ = nullptr;
+  __natsConnection* nc_ = nullptr;
+  __jsCtx* js_ = nullptr;
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> stopping_{false};
+  // libnats callbacks inside the hub right now; Stop waits for none.
+  std::atomic<int> delivering_{0};
+
+  // Interest changes, applied in order by the interest thread.
+  Mutex interest_mu_;
+  CondVar interest_cv_;
+  std::deque<std::pair<std::string, bool>> interest_queue_ ABSL_GUARDED_BY(interest_mu_);
+  absl::flat_hash_map<std::string, Interest*> interests_ ABSL_GUARDED_BY(interest_mu_);
+  bool interest_stop_ ABSL_GUARDED_BY(interest_mu_) = false;
+  std::thread interest_thread_;
+
+  std::vector<std::unique_ptr<Worker>> workers_;
+
+  std::atomic<uint64_t> reconnects_{0};
+  std::atomic<uint64_t> disconnects_{0};
+  std::atomic<uint64_t> received_{0};
+  std::atomic<uint64_t> published_{0};
+  std::atomic<uint64_t> races_lost_{0};
+  std::atomic<uint64_t> publish_errors_{0};
+  std::atomic<uint64_t> slow_consumer_errors_{0};
+  std::atomic<int64_t> subscriptions_{0};
+};
+
+}  // namespace fanout
+
+#endif  // FANOUT_CLUSTER_NATS_BROKER_H_
