@@ -1,0 +1,514 @@
+"""A cluster against real processes: three nats-server with JetStream, routed
+into one NATS cluster, and three fanoutd nodes A, B and C joined through it.
+
+Usage: /usr/bin/python3 tests/e2e/cluster_test.py FANOUTD
+
+Checks what a user of a cluster notices: a publish on any node reaches every
+subscriber on every node once, in one order, numbered by one per-topic
+sequence (also when two nodes publish to one topic at once); a node without
+subscribers of a topic gets none of its traffic (NATS's own monitoring says
+so); broadcasts and client publishes cross nodes; a NATS server dying loses
+no subscription; all of NATS stopping turns every node NOT_SERVING with
+publishes refused, and restarting it brings every topic back; a fanout node
+dying leaves the others serving.
+
+The NATS servers listen on ports this script reserves first (a JetStream
+cluster needs its routes configured before it starts, so port 0 cannot be
+used for the routes), and come back on the same ports and store directories
+when restarted.
+"""
+
+import asyncio
+import importlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import grpc
+import websockets
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
+
+PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
+GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
+
+
+def compile_protos(tmp):
+    subprocess.run(["protoc", f"-I{PROTO_ROOT}", f"--python_out={tmp}", f"--grpc_python_out={tmp}",
+                    f"--plugin=protoc-gen-grpc_python={GRPC_PYTHON_PLUGIN}",
+                    "fanout/v1/fanout.proto"], check=True, timeout=TIMEOUT)
+    sys.path.insert(0, tmp)
+    return (importlib.import_module("fanout.v1.fanout_pb2"),
+            importlib.import_module("fanout.v1.fanout_pb2_grpc"))
+
+
+# grpc.health.v1.Health/Check by hand: its generated module would be named
+# grpc.health.v1, inside the grpc package itself. The request is field 1
+# (service, a string), the answer field 1 (status, an enum).
+HEALTH_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def health_check(channel, service):
+    check = channel.unary_unary("/grpc.health.v1.Health/Check")
+    name = service.encode()
+    answer = check(b"\x0a" + bytes([len(name)]) + name, timeout=TIMEOUT)
+    return HEALTH_STATUS[answer[1]] if len(answer) >= 2 and answer[0] == 0x08 else "UNKNOWN"
+
+
+def free_ports(n):
+    """Ports no one listens on now (bound, then released)."""
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def http_get(url):
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as r:
+        return r.status, r.read().decode()
+
+
+def http_status(url):
+    try:
+        return http_get(url)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def wait_until(what, predicate, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    raise Fatal(f"timed out after {timeout}s waiting until {what}")
+
+
+class NatsCluster:
+    """Three nats-server with JetStream and routes to each other."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        ports = free_ports(9)
+        self.client = ports[0:3]
+        self.route = ports[3:6]
+        self.monitor = ports[6:9]
+        self.procs = [None, None, None]
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.route)
+        self.configs = []
+        for i in range(3):
+            path = os.path.join(tmp, f"n{i + 1}.conf")
+            with open(path, "w") as f:
+                f.write(f"server_name: n{i + 1}\n"
+                        f"listen: 127.0.0.1:{self.client[i]}\n"
+                        f"http: 127.0.0.1:{self.monitor[i]}\n"
+                        f'jetstream {{ store_dir: "{tmp}/js{i + 1}", max_memory_store: 64MB, '
+                        f"max_file_store: 1GB }}\n"
+                        f"cluster {{ name: fanout-test, listen: 127.0.0.1:{self.route[i]}, "
+                        f"routes: [ {routes} ] }}\n")
+            self.configs.append(path)
+
+    def url(self, i):
+        return f"nats://127.0.0.1:{self.client[i]}"
+
+    def start(self, i):
+        log = open(os.path.join(self.tmp, f"n{i + 1}.log"), "a")
+        self.procs[i] = subprocess.Popen(["nats-server", "-c", self.configs[i]],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+    def jsz(self, i):
+        return json.loads(http_get(f"http://127.0.0.1:{self.monitor[i]}/jsz")[1])
+
+    def wait_ready(self, servers=(0, 1, 2)):
+        """Every server knows the JetStream meta leader."""
+        wait_until("the NATS cluster elects a JetStream leader",
+                   lambda: all(self.jsz(i).get("meta_cluster", {}).get("leader")
+                               for i in servers), timeout=30)
+
+    def connections(self, i):
+        """name -> connection of /connz?subs=1 on server i."""
+        _, body = http_get(f"http://127.0.0.1:{self.monitor[i]}/connz?subs=1")
+        return {c.get("name", ""): c for c in json.loads(body).get("connections", [])}
+
+    def connection_anywhere(self, name):
+        for i in range(3):
+            if self.procs[i] is None or self.procs[i].poll() is not None:
+                continue
+            try:
+                c = self.connections(i).get(name)
+            except OSError:
+                continue
+            if c:
+                return i, c
+        return None, None
+
+    def kill(self, i, sig=signal.SIGKILL):
+        p = self.procs[i]
+        if p and p.poll() is None:
+            p.send_signal(sig)
+            p.wait(timeout=TIMEOUT)
+        self.procs[i] = None
+
+    def stop_all(self):
+        for i in range(3):
+            self.kill(i, signal.SIGTERM)
+
+
+class Subscriber:
+    """A WebSocket client on a node, keeping what it receives, by topic."""
+
+    def __init__(self, ws_address, topics):
+        self.url = f"ws://{ws_address}/ws?topics={','.join(topics)}"
+        self.messages = []  # (topic or "*broadcast", seq, data)
+        self.replies = []
+        self.ws = None
+        self.task = None
+
+    async def open(self):
+        self.ws = await websockets.connect(self.url, max_size=None)
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self):
+        try:
+            async for frame in self.ws:
+                m = json.loads(frame)
+                if "seq" in m and ("topic" in m or m.get("broadcast")):
+                    topic = "*broadcast" if m.get("broadcast") else m["topic"]
+                    self.messages.append((topic, m["seq"], m.get("data", m.get("text"))))
+                else:
+                    self.replies.append(m)
+        except websockets.ConnectionClosed:
+            pass
+
+    def of(self, topic):
+        return [(seq, data) for t, seq, data in self.messages if t == topic]
+
+    async def wait_for(self, what, predicate, timeout=TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(0.02)
+        return predicate()
+
+    async def close(self):
+        if self.ws:
+            await self.ws.close()
+        if self.task:
+            await self.task
+
+
+def metric(ws_address, name):
+    _, body = http_get(f"http://{ws_address}/metrics")
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+async def run(binary, tmp, results):
+    pb2, pb2_grpc = compile_protos(tmp)
+    nats = NatsCluster(tmp)
+    for i in range(3):
+        nats.start(i)
+    nodes = {}
+    subs = []
+    try:
+        nats.wait_ready()
+        results.check("three nats-server form a JetStream cluster", True)
+
+        # Each node lists its own NATS server first (libnats may still pick
+        # another: it shuffles the list unless told not to).
+        for i, name in enumerate("ABC"):
+            servers = ",".join(nats.url((i + k) % 3) for k in range(3))
+            node = Fanoutd(binary, name, extra_args=[
+                f"--nats={servers}", "--nats_replicas=3", "--anonymous_publish=chat.>"])
+            nodes[name] = (node, node.ready_line())
+        ws = {n: addr["ws"] for n, (_, addr) in nodes.items()}
+        grpc_addr = {n: addr["grpc"] for n, (_, addr) in nodes.items()}
+        stubs = {n: pb2_grpc.FanoutStub(grpc.insecure_channel(a)) for n, a in grpc_addr.items()}
+        channels = {n: grpc.insecure_channel(a) for n, a in grpc_addr.items()}
+
+        for name in "ABC":
+            _, conn = nats.connection_anywhere(f"fanout-{name}")
+            results.check(f"node {name}'s NATS connection is named fanout-{name}", conn is not None,
+                          "not in /connz of any server")
+
+        def publish(node, topic, payload):
+            return stubs[node].Publish(pb2.PublishRequest(topic=topic, payload=payload.encode()),
+                                       timeout=TIMEOUT)
+
+        # Subscribers of "room" on B and C; of "quiet" on A only.
+        sub_b, sub_c = Subscriber(ws["B"], ["room"]), Subscriber(ws["C"], ["room"])
+        sub_a = Subscriber(ws["A"], ["quiet", "chat.1"])
+        chat_b, chat_c = Subscriber(ws["B"], ["chat.1"]), Subscriber(ws["C"], ["chat.1"])
+        subs = [sub_a, sub_b, sub_c, chat_b, chat_c]
+        for s in subs:
+            await s.open()
+
+        async def until_interest(topic, receivers, publisher="A"):
+            """Publishes probes until every receiver has one; returns the last probe's seq."""
+            deadline = time.monotonic() + TIMEOUT
+            while time.monotonic() < deadline:
+                r = await asyncio.to_thread(publish, publisher, topic, '"probe"')
+                if await asyncio.gather(*[s.wait_for("probe", lambda s=s: any(
+                        seq == r.seq for seq, _ in s.of(topic)), timeout=0.3)
+                        for s in receivers]) == [True] * len(receivers):
+                    return r.seq
+            raise Fatal(f"subscribers of {topic} never received a probe from {publisher}")
+
+        probe = await until_interest("room", [sub_b, sub_c])
+        await until_interest("quiet", [sub_a], publisher="B")
+        await until_interest("chat.1", [sub_a, chat_b, chat_c])
+
+        # --- one publisher: every node, once, in order, one sequence
+        n = 300
+        answers = []
+        for i in range(n):
+            answers.append(await asyncio.to_thread(publish, "A", "room", json.dumps({"i": i})))
+        seqs = [a.seq for a in answers]
+        results.expect_eq("PublishResponse.seq runs on from the topic's last number",
+                          seqs, list(range(probe + 1, probe + 1 + n)))
+        want = [(probe + 1 + i, {"i": i}) for i in range(n)]
+        for name, s in (("B", sub_b), ("C", sub_c)):
+            await s.wait_for("all", lambda s=s: len([m for m in s.of("room") if m[0] > probe]) >= n)
+            got = [m for m in s.of("room") if m[0] > probe]
+            results.check(f"{n} publishes on A reach the subscriber on {name} once each, in order, "
+                          "with the same seq", got == want,
+                          f"got {len(got)} messages, first differences: "
+                          f"{[(g, w) for g, w in zip(got, want) if g != w][:3]}")
+
+        # --- two nodes publish to one topic at once
+        per_node = 150
+        start = max(seq for seq, _ in sub_b.of("room"))
+        outcomes = {"A": [], "B": []}
+
+        def publish_many(node):
+            for i in range(per_node):
+                r = publish(node, "room", json.dumps({"from": node, "i": i}))
+                outcomes[node].append(r.seq)
+
+        await asyncio.gather(asyncio.to_thread(publish_many, "A"),
+                             asyncio.to_thread(publish_many, "B"))
+        all_seqs = sorted(outcomes["A"] + outcomes["B"])
+        results.expect_eq("two nodes publishing to one topic get distinct, contiguous numbers",
+                          all_seqs, list(range(start + 1, start + 1 + 2 * per_node)))
+        for name, s in (("B", sub_b), ("C", sub_c)):
+            await s.wait_for("all", lambda s=s: len([m for m in s.of("room") if m[0] > start])
+                             >= 2 * per_node)
+            got = [m for m in s.of("room") if m[0] > start]
+            ok = [seq for seq, _ in got] == list(range(start + 1, start + 1 + 2 * per_node))
+            for node in "AB":
+                mine = [d["i"] for _, d in got if isinstance(d, dict) and d.get("from") == node]
+                ok = ok and mine == list(range(per_node))
+            results.check(f"the subscriber on {name} sees both nodes' messages once, numbered "
+                          "without gap, each node's in its order", ok,
+                          f"{len(got)} messages: {got[:5]}...")
+        results.check("the two subscribers saw the same order",
+                      [m for m in sub_b.of("room") if m[0] > start]
+                      == [m for m in sub_c.of("room") if m[0] > start])
+
+        # --- interest: C has no subscriber of "quiet", so NATS sends it none
+        received_c = metric(ws["C"], "fanout_cluster_messages_received_total")
+        for i in range(20):
+            await asyncio.to_thread(publish, "B", "quiet", json.dumps({"q": i}))
+        await sub_a.wait_for("quiet", lambda: sum(1 for _, d in sub_a.of("quiet")
+                                                  if isinstance(d, dict)) >= 20)
+        results.expect_eq("the subscriber of 'quiet' on A gets B's 20 publishes",
+                          [d["q"] for _, d in sub_a.of("quiet") if isinstance(d, dict)],
+                          list(range(20)))
+        results.expect_eq("node C, without subscribers of 'quiet', received none of them",
+                          metric(ws["C"], "fanout_cluster_messages_received_total"), received_c)
+        _, conn_c = nats.connection_anywhere("fanout-C")
+        _, conn_a = nats.connection_anywhere("fanout-A")
+        results.check("NATS monitoring: C's connection has no subscription of fanout.d.quiet",
+                      "fanout.d.quiet" not in (conn_c or {}).get("subscriptions_list", []),
+                      str((conn_c or {}).get("subscriptions_list")))
+        results.check("NATS monitoring: A's connection has fanout.d.quiet",
+                      "fanout.d.quiet" in (conn_a or {}).get("subscriptions_list", []),
+                      str((conn_a or {}).get("subscriptions_list")))
+        await sub_a.close()
+        subs.remove(sub_a)
+        sub_a = Subscriber(ws["A"], ["chat.1"])  # A keeps chat.1, drops quiet
+        subs.append(sub_a)
+        await sub_a.open()
+
+        def a_drops_quiet():
+            _, c = nats.connection_anywhere("fanout-A")
+            return c and "fanout.d.quiet" not in c.get("subscriptions_list", [])
+        wait_until("A unsubscribes fanout.d.quiet once its last subscriber is gone", a_drops_quiet)
+        results.check("a node unsubscribes from NATS when its last subscriber of a topic leaves",
+                      True)
+
+        # --- broadcasts and client publishes cross nodes
+        r = await asyncio.to_thread(
+            lambda: stubs["C"].Broadcast(pb2.BroadcastRequest(payload=b'{"all":1}'),
+                                         timeout=TIMEOUT))
+        for name, s in (("B", sub_b), ("C", sub_c), ("B (chat)", chat_b)):
+            ok = await s.wait_for("broadcast", lambda s=s: any(
+                seq == r.seq for seq, _ in s.of("*broadcast")))
+            results.check(f"a broadcast on C reaches a connection on {name}", ok)
+        await chat_b.ws.send(json.dumps({"op": "publish", "topic": "chat.1",
+                                         "data": {"m": "hi"}, "id": 7}))
+        ok = await chat_b.wait_for("reply", lambda: any(m.get("id") == 7 for m in chat_b.replies))
+        reply = next((m for m in chat_b.replies if m.get("id") == 7), {})
+        results.check("a client's publish on B is answered ok with its seq",
+                      ok and reply.get("ok") is True and isinstance(reply.get("seq"), int),
+                      str(reply))
+        for name, s in (("B (the sender)", chat_b), ("C", chat_c), ("A", sub_a)):
+            ok = await s.wait_for("chat", lambda s=s: (reply.get("seq"), {"m": "hi"}) in s.of(
+                "chat.1"))
+            results.check(f"the chat message reaches {name}", ok, str(s.of("chat.1")[-3:]))
+
+        # --- a NATS server dies mid-stream: no subscription is lost
+        server_a, _ = nats.connection_anywhere("fanout-A")
+        reconnects = metric(ws["A"], "fanout_cluster_reconnects_total")
+        before = max(seq for seq, _ in sub_b.of("room"))
+        accepted, refused = [], []
+        stop = threading.Event()
+
+        def keep_publishing():
+            i = 0
+            while not stop.is_set():
+                try:
+                    accepted.append(publish("A", "room", json.dumps({"k": i})).seq)
+                except grpc.RpcError as e:
+                    refused.append(e.code())
+                    time.sleep(0.05)
+                i += 1
+
+        publisher = threading.Thread(target=keep_publishing)
+        publisher.start()
+        await sub_b.wait_for("some", lambda: len(accepted) >= 20)
+        nats.kill(server_a)
+        ok = await sub_b.wait_for("reconnect", lambda: metric(
+            ws["A"], "fanout_cluster_reconnects_total") > reconnects, timeout=20)
+        results.check(f"A reconnects to another NATS server after n{server_a + 1} is killed", ok)
+        mark = len(accepted)
+        await sub_b.wait_for("more", lambda: len(accepted) >= mark + 20, timeout=20)
+        stop.set()
+        await asyncio.to_thread(publisher.join)
+        results.check("publishes on A are accepted again after the failover",
+                      len(accepted) >= mark + 20, f"{len(accepted) - mark} after the reconnect")
+        results.check("what was refused meanwhile was refused UNAVAILABLE",
+                      all(c == grpc.StatusCode.UNAVAILABLE for c in refused), str(set(refused)))
+        for name, s in (("B", sub_b), ("C", sub_c)):
+            await s.wait_for("all", lambda s=s: set(accepted) <= {seq for seq, _ in s.of("room")},
+                             timeout=20)
+            got = {seq for seq, _ in s.of("room") if seq > before}
+            missing = sorted(set(accepted) - got)
+            results.check(f"the subscriber on {name} received every publish accepted across the "
+                          "failover", not missing, f"missing {missing[:10]} of {len(accepted)}")
+        nats.start(server_a)
+        nats.wait_ready()
+
+        # --- all of NATS stops: NOT_SERVING and UNAVAILABLE; back when it is
+        nats.stop_all()
+        for name in "ABC":
+            wait_until(f"{name}'s /healthz answers 503",
+                       lambda name=name: http_status(f"http://{ws[name]}/healthz")[0] == 503)
+        results.check("with all of NATS down, every node's /healthz answers 503", True)
+        status = await asyncio.to_thread(health_check, channels["B"], "fanout.v1.Fanout")
+        results.expect_eq("gRPC health of fanout.v1.Fanout on B is NOT_SERVING", status,
+                          "NOT_SERVING")
+        try:
+            await asyncio.to_thread(publish, "B", "room", '"lost?"')
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            code = e.code()
+        results.expect_eq("a publish on a node without NATS answers UNAVAILABLE", code,
+                          grpc.StatusCode.UNAVAILABLE)
+        try:
+            await asyncio.wait_for(await sub_c.ws.ping(), TIMEOUT)
+            answered = True
+        except (asyncio.TimeoutError, websockets.ConnectionClosed):
+            answered = False
+        results.check("WebSocket clients stay connected while NATS is down (a ping is answered)",
+                      answered)
+        for i in range(3):
+            nats.start(i)
+        nats.wait_ready()
+        for name in "ABC":
+            wait_until(f"{name}'s /healthz answers 200 again",
+                       lambda name=name: http_status(f"http://{ws[name]}/healthz")[0] == 200,
+                       timeout=30)
+        results.check("when NATS is back, every node's /healthz answers 200", True)
+        status = await asyncio.to_thread(health_check, channels["B"], "fanout.v1.Fanout")
+        results.expect_eq("gRPC health of fanout.v1.Fanout on B is SERVING again", status,
+                          "SERVING")
+        deadline = time.monotonic() + 30
+        r = None
+        while time.monotonic() < deadline:  # JetStream may need a moment for its stream leader
+            try:
+                r = await asyncio.to_thread(publish, "A", "room", '"back"')
+                break
+            except grpc.RpcError:
+                await asyncio.sleep(0.2)
+        results.check("publishes are accepted again after NATS restarts", r is not None)
+        for name, s in (("B", sub_b), ("C", sub_c)):
+            ok = r is not None and await s.wait_for("back", lambda s=s: (r.seq, "back") in s.of(
+                "room"))
+            results.check(f"the topic's subscriber on {name} receives again, without "
+                          "resubscribing", ok)
+
+        # --- a fanout node dies: the others keep serving
+        nodes["C"][0].kill()
+        r = await asyncio.to_thread(publish, "A", "room", '"after C"')
+        ok = await sub_b.wait_for("after C", lambda: (r.seq, "after C") in sub_b.of("room"))
+        results.check("with node C killed, a publish on A still reaches B", ok)
+
+        for name in "AB":
+            node = nodes[name][0]
+            node.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = node.proc.wait(timeout=TIMEOUT + 10)
+            except subprocess.TimeoutExpired:
+                rc = None
+            results.expect_eq(f"node {name} exits 0 on SIGTERM", rc, 0)
+    finally:
+        for s in subs:
+            try:
+                await asyncio.wait_for(s.close(), 2)
+            except Exception:
+                pass
+        for node, _ in nodes.values():
+            node.kill()
+        nats.stop_all()
+        for name, (node, _) in nodes.items():
+            if results.failed:
+                print(f"--- fanoutd {name} stderr:\n{node.stderr_text()[-3000:]}")
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    binary = os.path.abspath(sys.argv[1])
+    results = Results()
+    with tempfile.TemporaryDirectory(prefix="fanout-cluster-") as tmp:
+        try:
+            asyncio.run(run(binary, tmp, results))
+        except Exception as e:
+            results.check("test ran to the end", False, f"{type(e).__name__}: {e}")
+    return results.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
