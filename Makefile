@@ -4,7 +4,7 @@ PRESET ?= release
 BUILD := build/$(PRESET)
 ARGS ?=
 
-.PHONY: deps build run test test-sanitizers bench-smoke clean install
+.PHONY: deps build run cluster test test-sanitizers bench-smoke clean install
 
 deps:
 	@bash deploy/install-deps.sh
@@ -16,6 +16,11 @@ build: deps
 
 run: build
 	$(BUILD)/service/fanoutd $(ARGS)
+
+# Three nats-server and three fanoutd on this machine (docs/operations.md,
+# "Cluster"); Ctrl-C stops them all.
+cluster: build
+	@bash deploy/local-cluster.sh $(BUILD)/service/fanoutd
 
 test: build
 	ctest --preset $(PRESET)

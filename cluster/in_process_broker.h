@@ -21,10 +21,20 @@ class InProcessBroker final : public Broker {
   void OnTopicActive(absl::string_view) override {}
   void OnTopicIdle(absl::string_view) override {}
   bool connected() const override { return true; }
+  bool clustered() const override { return false; }
+  void SetQueryHandler(QueryHandler handler) override { handler_ = std::move(handler); }
+  // The only node answers at once.
+  void Gather(absl::string_view verb, std::string request, absl::Duration,
+              absl::AnyInvocable<void(Gathered) &&> done) override {
+    Gathered g;
+    if (handler_) g.answers.push_back({"", handler_(verb, request)});
+    std::move(done)(std::move(g));
+  }
   void AppendMetrics(std::string*) const override {}
 
  private:
   LocalDelivery* delivery_ = nullptr;
+  QueryHandler handler_;
 };
 
 }  // namespace fanout

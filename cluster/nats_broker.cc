@@ -2,11 +2,14 @@
 
 #include <nats/nats.h>
 
+#include <chrono>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "cluster/nats_subjects.h"
 #include "spdlog/spdlog.h"
 
@@ -19,6 +22,14 @@ constexpr char kSeqHeader[] = "Fanout-Seq";
 constexpr char kKindHeader[] = "Fanout-Kind";
 constexpr char kOriginHeader[] = "Fanout-Origin";
 constexpr char kExcludeHeader[] = "Fanout-Exclude";
+// Which node sent an answer (cluster-wide questions).
+constexpr char kNodeHeader[] = "Fanout-Node";
+constexpr char kQueryPrefix[] = "fanout.q.";
+constexpr char kQuerySubjects[] = "fanout.q.*";
+constexpr char kPresenceHello[] = "fanout.presence.hello";
+constexpr char kPresenceBye[] = "fanout.presence.bye";
+constexpr char kPresenceSubjects[] = "fanout.presence.*";
+constexpr char kCounts[] = "fanout.counts";
 // Attempts at a topic's next number before a publish gives up (ABORTED):
 // each lost attempt means another node's message to the topic was stored.
 constexpr int kMaxAttempts = 20;
@@ -154,7 +165,21 @@ absl::StatusOr<std::unique_ptr<NatsBroker>> NatsBroker::Create(NatsBrokerOptions
   std::unique_ptr<NatsBroker> broker(new NatsBroker(std::move(options)));
   if (absl::Status s = broker->Connect(); !s.ok()) return s;
   if (absl::Status s = broker->EnsureStream(); !s.ok()) return s;
-  broker->interest_thread_ = std::thread([b = broker.get()] { b->RunInterest(); });
+  NatsBroker* b = broker.get();
+  natsStatus s = natsConnection_Subscribe(&b->presence_sub_, b->nc_, kPresenceSubjects,
+                                          &NatsBroker::OnPresence, b);
+  if (s != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat("cannot subscribe to ", kPresenceSubjects, ": ",
+                                               NatsError(s)));
+  }
+  s = natsConnection_Subscribe(&b->counts_sub_, b->nc_, kCounts, &NatsBroker::OnCounts, b);
+  if (s != NATS_OK) {
+    return absl::UnavailableError(absl::StrCat("cannot subscribe to ", kCounts, ": ",
+                                               NatsError(s)));
+  }
+  broker->interest_thread_ = std::thread([b] { b->RunInterest(); });
+  broker->presence_thread_ = std::thread([b] { b->RunPresence(); });
+  broker->query_thread_ = std::thread([b] { b->RunQueries(); });
   for (int i = 0; i < broker->options_.publish_workers; ++i) {
     broker->workers_.push_back(std::make_unique<Worker>(broker.get()));
   }
@@ -218,7 +243,20 @@ absl::Status NatsBroker::Connect() {
 absl::Status NatsBroker::EnsureStream() {
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetStreamInfo(&info, js_, kStream, nullptr, &jerr);
+  // A NATS cluster that is starting with the nodes answers before its
+  // JetStream has a leader: wait for it a while (about 30 s), saying so.
+  natsStatus s = NATS_OK;
+  jsOptions wait;
+  jsOptions_Init(&wait);
+  wait.Wait = 2000;
+  for (int attempt = 0;; ++attempt) {
+    jerr = static_cast<jsErrCode>(0);
+    s = js_GetStreamInfo(&info, js_, kStream, &wait, &jerr);
+    bool not_ready = (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS) && jerr == 0;
+    if (!not_ready || attempt == 14) break;
+    if (attempt == 0) spdlog::info("waiting for NATS's JetStream to be ready");
+    std::this_thread::sleep_for(std::chrono::milliseconds(s == NATS_TIMEOUT ? 0 : 2000));
+  }
   if (s == NATS_OK) {
     const jsStreamConfig* c = info->Config;
     bool ok = c->RePublish != nullptr && c->RePublish->Destination != nullptr &&
@@ -235,8 +273,9 @@ absl::Status NatsBroker::EnsureStream() {
   if (jerr != JSStreamNotFoundErr) {
     if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "NATS answers but has no JetStream (", NatsError(s),
-          "): start nats-server with --jetstream (-js), which fanoutd needs to number publishes"));
+          "NATS answers but its JetStream did not within 30 s (", NatsError(s),
+          "): start nats-server with --jetstream (-js), which fanoutd needs to number "
+          "publishes; in a NATS cluster, JetStream needs a quorum of its servers"));
     }
     return absl::UnavailableError(absl::StrCat("cannot look up the JetStream stream ", kStream,
                                                ": ", NatsError(s)));
@@ -283,20 +322,47 @@ void NatsBroker::Stop() {
   }
   interest_cv_.SignalAll();
   if (interest_thread_.joinable()) interest_thread_.join();
+  {
+    MutexLock lock(&query_mu_);
+    query_stop_ = true;
+  }
+  query_cv_.SignalAll();
+  if (query_thread_.joinable()) query_thread_.join();
+  {
+    MutexLock lock(&presence_mu_);
+    presence_stop_ = true;
+  }
+  presence_cv_.SignalAll();
+  if (presence_thread_.joinable()) presence_thread_.join();
+  if (nc_ && connected()) {
+    // The others stop waiting for this node's answers at once.
+    natsConnection_PublishString(nc_, kPresenceBye, options_.node_id.c_str());
+    natsConnection_FlushTimeout(nc_, 500);
+  }
   if (nc_) {
+    if (query_sub_) natsSubscription_Unsubscribe(query_sub_);
+    if (presence_sub_) natsSubscription_Unsubscribe(presence_sub_);
+    if (counts_sub_) natsSubscription_Unsubscribe(counts_sub_);
+    // Each Interest is freed by its completion callback once unsubscribed:
+    // only the subscriptions are kept here.
+    std::vector<natsSubscription*> subs;
     {
       MutexLock lock(&interest_mu_);
-      for (auto& [topic, interest] : interests_) natsSubscription_Unsubscribe(interest->sub);
+      for (auto& [topic, interest] : interests_) subs.push_back(interest->sub);
+      interests_.clear();
+    }
+    for (natsSubscription* sub : subs) {
+      natsSubscription_Unsubscribe(sub);
+      natsSubscription_Destroy(sub);
     }
     natsConnection_Close(nc_);
   }
   // No callback is inside the hub once this returns.
   while (delivering_.load() > 0) std::this_thread::yield();
-  {
-    MutexLock lock(&interest_mu_);
-    for (auto& [topic, interest] : interests_) natsSubscription_Destroy(interest->sub);
-    interests_.clear();
-  }
+  if (query_sub_) natsSubscription_Destroy(query_sub_);
+  if (presence_sub_) natsSubscription_Destroy(presence_sub_);
+  if (counts_sub_) natsSubscription_Destroy(counts_sub_);
+  query_sub_ = presence_sub_ = counts_sub_ = nullptr;
   if (js_) jsCtx_Destroy(js_);
   js_ = nullptr;
   if (nc_) natsConnection_Destroy(nc_);
@@ -409,7 +475,10 @@ absl::StatusOr<PublishResult> NatsBroker::PublishNow(
       it->second = {ack->Sequence, seq};
       jsPubAck_Destroy(ack);
       published_.fetch_add(1, std::memory_order_relaxed);
-      return PublishResult{seq, delivery_->LocalSubscribers(job.topic)};
+      // This node's subscribers and what the others last reported (within
+      // a second or so): best effort, without asking anyone.
+      return PublishResult{seq,
+                           delivery_->LocalSubscribers(job.topic) + RemoteSubscribers(job.topic)};
     }
     bool lost = (s == NATS_OK && ack->Duplicate) || jerr == JSStreamWrongLastSequenceErr;
     if (ack) jsPubAck_Destroy(ack);
@@ -574,6 +643,278 @@ void NatsBroker::OnError(natsConnection*, natsSubscription* sub, int status, voi
   spdlog::warn("NATS: {}", natsStatus_GetText(s));
 }
 
+// ----------------------------------------------------- cluster-wide answers
+
+void NatsBroker::SetQueryHandler(QueryHandler handler) {
+  query_handler_ = std::move(handler);
+  natsStatus s = natsConnection_Subscribe(&query_sub_, nc_, kQuerySubjects, &NatsBroker::OnQuery,
+                                          this);
+  if (s != NATS_OK) spdlog::error("cannot subscribe to {}: {}", kQuerySubjects, NatsError(s));
+}
+
+void NatsBroker::OnQuery(natsConnection* nc, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  const char* reply_to = natsMsg_GetReply(msg);
+  absl::string_view verb = natsMsg_GetSubject(msg);
+  verb.remove_prefix(std::strlen(kQueryPrefix));
+  self->delivering_.fetch_add(1);  // seq_cst with stopping_, as in Stop
+  if (!self->stopping_.load() && reply_to != nullptr && *reply_to != '\0') {
+    const char* data = natsMsg_GetData(msg);
+    std::string body = self->query_handler_(
+        verb, absl::string_view(data == nullptr ? "" : data,
+                                static_cast<size_t>(natsMsg_GetDataLength(msg))));
+    natsMsg* reply = nullptr;
+    if (natsMsg_Create(&reply, reply_to, nullptr, body.data(), static_cast<int>(body.size())) ==
+        NATS_OK) {
+      natsMsgHeader_Set(reply, kNodeHeader, self->options_.node_id.c_str());
+      natsConnection_PublishMsg(nc, reply);
+      natsMsg_Destroy(reply);
+    }
+  }
+  natsMsg_Destroy(msg);
+  self->delivering_.fetch_sub(1);
+}
+
+void NatsBroker::Gather(absl::string_view verb, std::string request, absl::Duration timeout,
+                        absl::AnyInvocable<void(Gathered) &&> done) {
+  {
+    MutexLock lock(&query_mu_);
+    if (!query_stop_) {
+      queries_.push_back({std::string(verb), std::move(request), timeout, std::move(done)});
+      query_cv_.Signal();
+      return;
+    }
+  }
+  std::move(done)(Gathered{.partial = true});
+}
+
+void NatsBroker::RunQueries() {
+  for (;;) {
+    Query q;
+    {
+      MutexLock lock(&query_mu_);
+      while (queries_.empty() && !query_stop_) query_cv_.Wait(&query_mu_);
+      if (query_stop_) {
+        // Answered, partial: nobody was asked.
+        for (auto& left : queries_) std::move(left.done)(Gathered{.partial = true});
+        queries_.clear();
+        return;
+      }
+      q = std::move(queries_.front());
+      queries_.pop_front();
+    }
+    Gathered g = Ask(q);
+    queries_asked_.fetch_add(1, std::memory_order_relaxed);
+    if (g.partial) queries_partial_.fetch_add(1, std::memory_order_relaxed);
+    std::move(q.done)(std::move(g));
+  }
+}
+
+Gathered NatsBroker::Ask(Query& q) {
+  Gathered g;
+  std::vector<std::string> expected = peers();
+  if (!connected()) {
+    // Only this node can answer, and the answer says it is not whole.
+    g.answers.push_back({options_.node_id, query_handler_(q.verb, q.request)});
+    g.partial = true;
+    return g;
+  }
+  natsInbox* inbox = nullptr;
+  natsSubscription* sub = nullptr;
+  if (natsInbox_Create(&inbox) != NATS_OK ||
+      natsConnection_SubscribeSync(&sub, nc_, inbox) != NATS_OK) {
+    natsInbox_Destroy(inbox);
+    g.answers.push_back({options_.node_id, query_handler_(q.verb, q.request)});
+    g.partial = true;
+    return g;
+  }
+  std::string subject = absl::StrCat(kQueryPrefix, q.verb);
+  natsConnection_PublishRequest(nc_, subject.c_str(), inbox, q.request.data(),
+                                static_cast<int>(q.request.size()));
+  absl::flat_hash_set<std::string> heard;
+  const absl::Time deadline = absl::Now() + q.timeout;
+  auto all_heard = [&] {
+    for (const auto& p : expected) {
+      if (!heard.contains(p)) return false;
+    }
+    return true;
+  };
+  while (!all_heard()) {
+    int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
+    if (left <= 0) break;
+    natsMsg* msg = nullptr;
+    if (natsSubscription_NextMsg(&msg, sub, left) != NATS_OK) break;  // timed out, or closed
+    const char* node = Header(msg, kNodeHeader);
+    if (node != nullptr && heard.insert(node).second) {
+      const char* data = natsMsg_GetData(msg);
+      g.answers.push_back(
+          {node, std::string(data == nullptr ? "" : data,
+                             static_cast<size_t>(natsMsg_GetDataLength(msg)))});
+    }
+    natsMsg_Destroy(msg);
+  }
+  g.partial = !all_heard();
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  natsInbox_Destroy(inbox);
+  return g;
+}
+
+// ----------------------------------------------------------------- presence
+
+void NatsBroker::RunPresence() {
+  // Counts last reported, by topic ("" for the connections); presence
+  // thread only.
+  absl::flat_hash_map<std::string, uint64_t> reported;
+  for (;;) {
+    bool full;
+    {
+      MutexLock lock(&presence_mu_);
+      if (presence_stop_) return;
+      full = send_full_counts_;
+      send_full_counts_ = false;
+    }
+    if (connected()) {
+      natsConnection_PublishString(nc_, kPresenceHello, options_.node_id.c_str());
+      ReportCounts(full, &reported);
+    }
+    MutexLock lock(&presence_mu_);
+    if (presence_stop_) return;
+    if (!send_full_counts_) {
+      presence_cv_.WaitFor(&presence_mu_, absl::ToChronoMilliseconds(options_.presence_interval));
+    }
+  }
+}
+
+// Subscriber counts, for the other nodes' PublishResponse.subscribers: what
+// changed since the last report (everything when `full`), as lines of
+// "COUNT TOPIC" ("COUNT ~b" for the connections), in messages of at most
+// kMaxCountsBytes. Topics have no spaces or newlines.
+void NatsBroker::ReportCounts(bool full, absl::flat_hash_map<std::string, uint64_t>* reported) {
+  constexpr size_t kMaxCountsBytes = 256 << 10;
+  std::vector<std::string> topics;
+  {
+    MutexLock lock(&interest_mu_);
+    topics.reserve(interests_.size());
+    for (const auto& [topic, interest] : interests_) topics.push_back(topic);
+  }
+  absl::flat_hash_map<std::string, uint64_t> now;
+  now.reserve(topics.size());
+  for (const auto& t : topics) {
+    uint64_t n = delivery_->LocalSubscribers(t);
+    if (n > 0 || t.empty()) now.emplace(t, n);
+  }
+  std::string body;
+  auto flush = [&] {
+    if (body.empty()) return;
+    natsMsg* msg = nullptr;
+    if (natsMsg_Create(&msg, kCounts, nullptr, body.data(), static_cast<int>(body.size())) ==
+        NATS_OK) {
+      natsMsgHeader_Set(msg, kNodeHeader, options_.node_id.c_str());
+      natsConnection_PublishMsg(nc_, msg);
+      natsMsg_Destroy(msg);
+    }
+    body.clear();
+  };
+  auto line = [&](const std::string& topic, uint64_t n) {
+    absl::StrAppend(&body, n, " ", topic.empty() ? kBroadcastToken : topic, "\n");
+    if (body.size() >= kMaxCountsBytes) flush();
+  };
+  for (const auto& [topic, n] : now) {
+    auto it = reported->find(topic);
+    if (full || it == reported->end() || it->second != n) line(topic, n);
+  }
+  for (const auto& [topic, n] : *reported) {
+    if (!now.contains(topic)) line(topic, 0);  // gone
+  }
+  flush();
+  *reported = std::move(now);
+}
+
+void NatsBroker::OnCounts(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  self->delivering_.fetch_add(1);  // seq_cst with stopping_, as in Stop
+  const char* node = Header(msg, kNodeHeader);
+  if (node != nullptr && self->options_.node_id != node && !self->stopping_.load()) {
+    const char* data = natsMsg_GetData(msg);
+    absl::string_view body(data == nullptr ? "" : data,
+                           static_cast<size_t>(natsMsg_GetDataLength(msg)));
+    MutexLock lock(&self->counts_mu_);
+    auto& counts = self->remote_counts_[node];
+    for (absl::string_view l : absl::StrSplit(body, '\n', absl::SkipEmpty())) {
+      size_t space = l.find(' ');
+      uint64_t n = 0;
+      if (space == absl::string_view::npos || !absl::SimpleAtoi(l.substr(0, space), &n)) continue;
+      absl::string_view token = l.substr(space + 1);
+      std::string topic(token == kBroadcastToken ? absl::string_view() : token);
+      if (n == 0) {
+        counts.erase(topic);
+      } else {
+        counts[topic] = n;
+      }
+    }
+  }
+  natsMsg_Destroy(msg);
+  self->delivering_.fetch_sub(1);
+}
+
+uint64_t NatsBroker::RemoteSubscribers(const std::string& topic) {
+  uint64_t n = 0;
+  MutexLock lock(&counts_mu_);
+  for (const auto& [node, counts] : remote_counts_) {
+    auto it = counts.find(topic);
+    if (it != counts.end()) n += it->second;
+  }
+  return n;
+}
+
+void NatsBroker::ForgetNode(const std::string& node) {
+  MutexLock lock(&counts_mu_);
+  remote_counts_.erase(node);
+}
+
+void NatsBroker::OnPresence(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+  auto* self = static_cast<NatsBroker*>(closure);
+  self->delivering_.fetch_add(1);  // seq_cst with stopping_, as in Stop
+  const char* data = natsMsg_GetData(msg);
+  std::string node(data == nullptr ? "" : data, static_cast<size_t>(natsMsg_GetDataLength(msg)));
+  bool bye = std::strcmp(natsMsg_GetSubject(msg), kPresenceBye) == 0;
+  if (!node.empty() && !self->stopping_.load()) {
+    bool newcomer = false;
+    {
+      MutexLock lock(&self->presence_mu_);
+      if (bye) {
+        self->peers_.erase(node);
+      } else {
+        newcomer = self->peers_.insert_or_assign(node, absl::Now()).second;
+      }
+      // A node that just joined learns of this one at once, not at the
+      // next heartbeat, with every count it needs.
+      if (newcomer && node != self->options_.node_id) self->send_full_counts_ = true;
+    }
+    if (bye) self->ForgetNode(node);
+    if (newcomer && node != self->options_.node_id) self->presence_cv_.Signal();
+  }
+  natsMsg_Destroy(msg);
+  self->delivering_.fetch_sub(1);
+}
+
+std::vector<std::string> NatsBroker::peers() {
+  std::vector<std::string> out{options_.node_id};
+  const absl::Time cutoff = absl::Now() - 3 * options_.presence_interval;
+  MutexLock lock(&presence_mu_);
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    if (it->second < cutoff) {
+      ForgetNode(it->first);
+      peers_.erase(it++);
+      continue;
+    }
+    if (it->first != options_.node_id) out.push_back(it->first);
+    ++it;
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ metrics
 
 void NatsBroker::AppendMetrics(std::string* out) const {
@@ -601,6 +942,11 @@ void NatsBroker::AppendMetrics(std::string* out) const {
   metric("counter", "fanout_cluster_publish_errors_total",
          "Publishes of this node answered UNAVAILABLE or ABORTED by the cluster.",
          publish_errors_.load());
+  metric("counter", "fanout_cluster_queries_total",
+         "Cluster-wide questions this node asked (ListSubscribers, ListTopics, GetStats).",
+         queries_asked_.load());
+  metric("counter", "fanout_cluster_queries_partial_total",
+         "Of those, answered partial: a node did not answer in time.", queries_partial_.load());
   metric("counter", "fanout_cluster_slow_consumer_total",
          "Times NATS dropped messages because the node fell behind.",
          slow_consumer_errors_.load());

@@ -38,6 +38,9 @@ struct NatsBrokerOptions {
   int publish_workers = 8;
   // How long a publish waits for JetStream's acknowledgement.
   absl::Duration publish_timeout = absl::Seconds(5);
+  // Nodes announce themselves this often; one silent for three periods is
+  // no longer waited for by cluster-wide answers.
+  absl::Duration presence_interval = absl::Seconds(1);
   // Told when the connection to NATS is lost (false) and back (true).
   // Thread: libnats' callback thread.
   std::function<void(bool connected)> on_connection;
@@ -80,7 +83,16 @@ class NatsBroker final : public Broker {
   void OnTopicActive(absl::string_view topic) override;
   void OnTopicIdle(absl::string_view topic) override;
   bool connected() const override { return connected_.load(std::memory_order_acquire); }
+  bool clustered() const override { return true; }
+  void SetQueryHandler(QueryHandler handler) override;
+  // Publishes the question on fanout.q.<verb> and waits (on a broker thread)
+  // for an answer from every node heard from lately, or the timeout;
+  // `partial` when one of them did not answer.
+  void Gather(absl::string_view verb, std::string request, absl::Duration timeout,
+              absl::AnyInvocable<void(Gathered) &&> done) override;
   void AppendMetrics(std::string* out) const override;
+  // The nodes heard from lately, this one included, by id.
+  std::vector<std::string> peers();
 
   // Stops delivering to the hub and answers every queued publish with
   // UNAVAILABLE; closes the connection. Idempotent; called by the destructor.
@@ -104,6 +116,12 @@ class NatsBroker final : public Broker {
     uint64_t seq = 0;
   };
   class Worker;
+  struct Query {
+    std::string verb;
+    std::string request;
+    absl::Duration timeout;
+    absl::AnyInvocable<void(Gathered) &&> done;
+  };
 
   explicit NatsBroker(NatsBrokerOptions options);
   absl::Status Connect();
@@ -112,6 +130,18 @@ class NatsBroker final : public Broker {
                                            absl::flat_hash_map<std::string, Position>* positions);
   absl::StatusOr<Position> LastPosition(const std::string& subject);
   void RunInterest();
+  void RunPresence();
+  void RunQueries();
+  Gathered Ask(Query& q);
+  static void OnQuery(__natsConnection* nc, __natsSubscription* sub, __natsMsg* msg,
+                      void* closure);
+  static void OnPresence(__natsConnection* nc, __natsSubscription* sub, __natsMsg* msg,
+                         void* closure);
+  static void OnCounts(__natsConnection* nc, __natsSubscription* sub, __natsMsg* msg,
+                       void* closure);
+  void ReportCounts(bool full, absl::flat_hash_map<std::string, uint64_t>* reported);
+  uint64_t RemoteSubscribers(const std::string& topic);
+  void ForgetNode(const std::string& node);
   void Subscribe(const std::string& topic) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_);
   void Unsubscribe(const std::string& topic) ABSL_EXCLUSIVE_LOCKS_REQUIRED(interest_mu_);
 
@@ -144,6 +174,31 @@ class NatsBroker final : public Broker {
 
   std::vector<std::unique_ptr<Worker>> workers_;
 
+  // Cluster-wide questions: this node's answers, and the ones it asks.
+  QueryHandler query_handler_;
+  __natsSubscription* query_sub_ = nullptr;
+  Mutex query_mu_;
+  CondVar query_cv_;
+  std::deque<Query> queries_ ABSL_GUARDED_BY(query_mu_);
+  bool query_stop_ ABSL_GUARDED_BY(query_mu_) = false;
+  std::thread query_thread_;
+
+  // Presence: who is in the cluster, by their heartbeats.
+  __natsSubscription* presence_sub_ = nullptr;
+  Mutex presence_mu_;
+  CondVar presence_cv_;
+  absl::flat_hash_map<std::string, absl::Time> peers_ ABSL_GUARDED_BY(presence_mu_);
+  bool presence_stop_ ABSL_GUARDED_BY(presence_mu_) = false;
+  bool send_full_counts_ ABSL_GUARDED_BY(presence_mu_) = false;
+  std::thread presence_thread_;
+
+  // Subscriber counts the other nodes reported (fanout.counts), by node,
+  // then topic ("" for their connections).
+  __natsSubscription* counts_sub_ = nullptr;
+  Mutex counts_mu_;
+  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, uint64_t>> remote_counts_
+      ABSL_GUARDED_BY(counts_mu_);
+
   std::atomic<uint64_t> reconnects_{0};
   std::atomic<uint64_t> disconnects_{0};
   std::atomic<uint64_t> received_{0};
@@ -152,6 +207,8 @@ class NatsBroker final : public Broker {
   std::atomic<uint64_t> publish_errors_{0};
   std::atomic<uint64_t> slow_consumer_errors_{0};
   std::atomic<int64_t> subscriptions_{0};
+  std::atomic<uint64_t> queries_asked_{0};
+  std::atomic<uint64_t> queries_partial_{0};
 };
 
 }  // namespace fanout

@@ -2,12 +2,15 @@
 #define FANOUT_CORE_BROKER_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "core/delivery_budget.h"
 #include "core/message.h"
 
@@ -56,6 +59,21 @@ class LocalDelivery {
   virtual uint64_t LocalSubscribers(absl::string_view topic) const = 0;
 };
 
+// A question for every node of the service (ListSubscribers, ListTopics,
+// GetStats in a cluster), and what each node answered. The broker moves the
+// bytes; the service decides what they mean.
+struct NodeAnswer {
+  std::string node_id;
+  std::string body;
+};
+struct Gathered {
+  std::vector<NodeAnswer> answers;  // this node's included
+  bool partial = false;             // a known node did not answer in time
+};
+// Answers `request` for `verb` from this node's own state. Thread: a broker
+// thread; must not block.
+using QueryHandler = std::function<std::string(absl::string_view verb, absl::string_view request)>;
+
 // Carries publishes from the ingress of any node to local delivery on every
 // node with interest. Thread: safe from any thread; no call blocks on the
 // network, and callbacks never block.
@@ -77,6 +95,15 @@ class Broker {
   virtual void OnTopicIdle(absl::string_view topic) = 0;
   // Whether publishes can reach the whole service now.
   virtual bool connected() const = 0;
+  // Whether other nodes exist to ask (a cluster broker).
+  virtual bool clustered() const = 0;
+  // Registers what answers other nodes' questions; call once, before
+  // serving.
+  virtual void SetQueryHandler(QueryHandler handler) = 0;
+  // Asks every node for `verb` and gathers the answers that arrive within
+  // `timeout`; `done` runs once, on a broker thread (inline when standalone).
+  virtual void Gather(absl::string_view verb, std::string request, absl::Duration timeout,
+                      absl::AnyInvocable<void(Gathered) &&> done) = 0;
   // Prometheus text for the broker's own metrics (may append nothing).
   virtual void AppendMetrics(std::string* out) const = 0;
 };

@@ -33,6 +33,14 @@ class CondVar {
     cv_.wait(lock);
     lock.release();
   }
+  // As Wait, for at most `timeout`; false when it timed out.
+  template <typename Duration>
+  bool WaitFor(Mutex* mu, Duration timeout) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
+    bool woken = cv_.wait_for(lock, timeout) == std::cv_status::no_timeout;
+    lock.release();
+    return woken;
+  }
   void Signal() { cv_.notify_one(); }
   void SignalAll() { cv_.notify_all(); }
 

@@ -28,7 +28,14 @@ FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters
       tokens_(tokens),
       watch_limits_(watch_limits),
       node_id_(std::move(node_id)),
-      counters_(std::move(counters)) {}
+      counters_(std::move(counters)) {
+  if (hub_->broker().clustered()) {
+    hub_->broker().SetQueryHandler(
+        [this](absl::string_view verb, absl::string_view request) {
+          return AnswerQuery(verb, request);
+        });
+  }
+}
 
 absl::Status FanoutServiceImpl::Authorize(grpc::CallbackServerContext* ctx,
                                           ApiTokens::Scope scope) const {
@@ -89,25 +96,53 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(
   if (absl::Status s = hub_->ValidateTopic(req->topic()); !s.ok()) return Finish(ctx, s);
   auto page_size = PageSize(req->page_size());
   if (!page_size.ok()) return Finish(ctx, page_size.status());
-  // The token is the last connection id of the previous page: ids only grow,
-  // so paging never repeats or skips a subscriber that stays subscribed.
-  uint64_t after = 0;
-  if (!req->page_token().empty() && !absl::SimpleAtoi(req->page_token(), &after)) {
-    return Finish(ctx, absl::InvalidArgumentError("page_token is not one this server issued"));
+  auto cursor = ParseSubscriberCursor(req->page_token());
+  if (!cursor.ok()) return Finish(ctx, cursor.status());
+  if (hub_->broker().clustered()) return GatherSubscribers(ctx, *req, *page_size, resp);
+  LocalSubscribers(req->topic(), *cursor, *page_size, resp);
+  return Finish(ctx, absl::OkStatus());
+}
+
+absl::StatusOr<FanoutServiceImpl::SubscriberCursor> FanoutServiceImpl::ParseSubscriberCursor(
+    absl::string_view token) const {
+  // A standalone node's token is the last connection id of the previous
+  // page: ids only grow, so paging never repeats or skips a subscriber that
+  // stays subscribed. A cluster's is NODE/ID: pages go node by node.
+  SubscriberCursor cursor;
+  if (token.empty()) return cursor;
+  absl::string_view id = token;
+  if (hub_->broker().clustered()) {
+    size_t slash = token.rfind('/');
+    if (slash == absl::string_view::npos) {
+      return absl::InvalidArgumentError("page_token is not one this server issued");
+    }
+    cursor.node = std::string(token.substr(0, slash));
+    id = token.substr(slash + 1);
   }
-  auto page = hub_->registry().ListSubscribers(req->topic(), after, *page_size);
+  if (!absl::SimpleAtoi(id, &cursor.id)) {
+    return absl::InvalidArgumentError("page_token is not one this server issued");
+  }
+  return cursor;
+}
+
+void FanoutServiceImpl::LocalSubscribers(absl::string_view topic, const SubscriberCursor& cursor,
+                                         size_t page_size, v1::ListSubscribersResponse* resp) {
+  // Node by node: this node's part comes after the cursor's node.
+  if (!cursor.node.empty() && node_id_ < cursor.node) return;
+  uint64_t after = cursor.node.empty() || node_id_ == cursor.node ? cursor.id : 0;
+  auto page = hub_->registry().ListSubscribers(topic, after, page_size);
   for (const auto& sub : page.subscribers) {
     const Subscriber::Identity& id = sub->identity();
     v1::Subscriber* out = resp->add_subscribers();
     out->set_connection_id(absl::StrCat(id.id));
     out->set_remote_address(id.remote_address);
     out->set_user(sub->user());
+    out->set_node_id(node_id_);
     SetTimestamp(id.connected_at, out->mutable_connected_at());
   }
   if (page.more && !page.subscribers.empty()) {
     resp->set_next_page_token(absl::StrCat(page.subscribers.back()->id()));
   }
-  return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::ListTopics(grpc::CallbackServerContext* ctx,
@@ -123,21 +158,33 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::ListTopics(grpc::CallbackServerCont
       return Finish(ctx, absl::InvalidArgumentError("page_token is not one this server issued"));
     }
   }
+  if (hub_->broker().clustered()) return GatherTopics(ctx, *req, *page_size, resp);
+  LocalTopics(req->prefix(), after, *page_size, resp);
+  return Finish(ctx, absl::OkStatus());
+}
+
+void FanoutServiceImpl::LocalTopics(absl::string_view prefix, absl::string_view after,
+                                    size_t page_size, v1::ListTopicsResponse* resp) {
   bool more = false;
-  auto topics = hub_->registry().ListTopics(req->prefix(), after, *page_size, &more);
+  auto topics = hub_->registry().ListTopics(prefix, after, page_size, &more);
   for (const auto& t : topics) {
     v1::TopicInfo* out = resp->add_topics();
     out->set_topic(t.topic);
     out->set_subscribers(t.subscribers);
   }
   if (more && !topics.empty()) resp->set_next_page_token(topics.back().topic);
-  return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::GetStats(grpc::CallbackServerContext* ctx,
                                                       const v1::GetStatsRequest* req,
                                                       v1::GetStatsResponse* resp) {
   if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
+  if (hub_->broker().clustered()) return GatherStats(ctx, resp);
+  LocalStats(resp);
+  return Finish(ctx, absl::OkStatus());
+}
+
+void FanoutServiceImpl::LocalStats(v1::GetStatsResponse* resp) {
   resp->set_node_id(node_id_);
   resp->set_uptime_seconds(static_cast<uint64_t>(absl::ToInt64Seconds(absl::Now() - started_)));
   resp->set_connections(hub_->connection_count());
@@ -148,7 +195,6 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GetStats(grpc::CallbackServerContex
   resp->set_messages_out(counters_.messages_out());
   resp->set_bytes_out(counters_.bytes_out());
   resp->set_slow_client_disconnects(counters_.slow_client_disconnects());
-  return Finish(ctx, absl::OkStatus());
 }
 
 }  // namespace fanout

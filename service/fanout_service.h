@@ -114,6 +114,33 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   // UNAUTHENTICATED or PERMISSION_DENIED otherwise.
   absl::Status Authorize(grpc::CallbackServerContext* ctx, ApiTokens::Scope scope) const;
 
+  // ListSubscribers' position: after connection `id` of node `node` (a
+  // standalone node's cursor has no node).
+  struct SubscriberCursor {
+    std::string node;
+    uint64_t id = 0;
+  };
+  absl::StatusOr<SubscriberCursor> ParseSubscriberCursor(absl::string_view token) const;
+  // This node's part of each answer, which is all of it on a standalone
+  // node; next_page_token is set when the node has more.
+  void LocalSubscribers(absl::string_view topic, const SubscriberCursor& cursor, size_t page_size,
+                        v1::ListSubscribersResponse* resp);
+  void LocalTopics(absl::string_view prefix, absl::string_view after, size_t page_size,
+                   v1::ListTopicsResponse* resp);
+  void LocalStats(v1::GetStatsResponse* resp);
+  // A cluster: asks every node for its part and merges them
+  // (fanout_service_cluster.cc).
+  grpc::ServerUnaryReactor* GatherSubscribers(grpc::CallbackServerContext* ctx,
+                                              const v1::ListSubscribersRequest& req,
+                                              size_t page_size, v1::ListSubscribersResponse* resp);
+  grpc::ServerUnaryReactor* GatherTopics(grpc::CallbackServerContext* ctx,
+                                         const v1::ListTopicsRequest& req, size_t page_size,
+                                         v1::ListTopicsResponse* resp);
+  grpc::ServerUnaryReactor* GatherStats(grpc::CallbackServerContext* ctx,
+                                        v1::GetStatsResponse* resp);
+  // Answers another node's question (Broker::QueryHandler).
+  std::string AnswerQuery(absl::string_view verb, absl::string_view request);
+
   // Publishes one request into `result`, never failing the caller; `done`
   // runs once `result` is filled in (inline, or later on a broker thread).
   // `result` must live until then.

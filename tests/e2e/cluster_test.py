@@ -278,6 +278,46 @@ async def run(binary, tmp, results):
         await until_interest("quiet", [sub_a], publisher="B")
         await until_interest("chat.1", [sub_a, chat_b, chat_c])
 
+        # --- cluster-wide answers
+        def list_subscribers(node, topic, page_size=0, token=""):
+            return stubs[node].ListSubscribers(pb2.ListSubscribersRequest(
+                topic=topic, page_size=page_size, page_token=token), timeout=TIMEOUT)
+
+        r = await asyncio.to_thread(list_subscribers, "A", "room")
+        results.expect_eq("ListSubscribers on A lists room's subscribers on B and C by node_id",
+                          (sorted(x.node_id for x in r.subscribers), r.partial),
+                          (["B", "C"], False))
+        r = await asyncio.to_thread(list_subscribers, "C", "chat.1")
+        results.expect_eq("ListSubscribers on C lists chat.1's subscribers on all three nodes",
+                          sorted(x.node_id for x in r.subscribers), ["A", "B", "C"])
+        walked, token = [], ""
+        for _ in range(5):
+            page = await asyncio.to_thread(list_subscribers, "B", "chat.1", 1, token)
+            walked += [(x.node_id, x.connection_id) for x in page.subscribers]
+            token = page.next_page_token
+            if not token:
+                break
+        results.expect_eq("paging chat.1's subscribers one at a time walks every node once",
+                          [n for n, _ in walked], ["A", "B", "C"])
+        topics = await asyncio.to_thread(lambda: stubs["B"].ListTopics(
+            pb2.ListTopicsRequest(), timeout=TIMEOUT))
+        results.expect_eq("ListTopics on B adds up subscribers over the nodes",
+                          {t.topic: t.subscribers for t in topics.topics},
+                          {"chat.1": 3, "quiet": 1, "room": 2})
+        stats = await asyncio.to_thread(lambda: stubs["C"].GetStats(pb2.GetStatsRequest(),
+                                                                     timeout=TIMEOUT))
+        results.check("GetStats on C lists every node, and totals their connections",
+                      [n.node_id for n in stats.nodes] == ["A", "B", "C"]
+                      and stats.connections == sum(n.connections for n in stats.nodes) == 5
+                      and stats.node_id == "C" and not stats.partial, str(stats))
+
+        # PublishResponse.subscribers counts the cluster, from the counts
+        # nodes report every second.
+        await asyncio.to_thread(wait_until, "a publish on A counts room's subscribers on B and C",
+                                lambda: publish("A", "room", '"count"').subscribers == 2)
+        results.check("PublishResponse.subscribers on A counts the subscribers on B and C", True)
+        probe = await until_interest("room", [sub_b, sub_c])
+
         # --- one publisher: every node, once, in order, one sequence
         n = 300
         answers = []
@@ -361,6 +401,8 @@ async def run(binary, tmp, results):
         r = await asyncio.to_thread(
             lambda: stubs["C"].Broadcast(pb2.BroadcastRequest(payload=b'{"all":1}'),
                                          timeout=TIMEOUT))
+        results.expect_eq("BroadcastResponse.connections counts every node's connections",
+                          r.connections, 5)
         for name, s in (("B", sub_b), ("C", sub_c), ("B (chat)", chat_b)):
             ok = await s.wait_for("broadcast", lambda s=s: any(
                 seq == r.seq for seq, _ in s.of("*broadcast")))
@@ -473,7 +515,22 @@ async def run(binary, tmp, results):
         r = await asyncio.to_thread(publish, "A", "room", '"after C"')
         ok = await sub_b.wait_for("after C", lambda: (r.seq, "after C") in sub_b.of("room"))
         results.check("with node C killed, a publish on A still reaches B", ok)
+        # C was heard from within the last second: it is waited for, and
+        # missed, until three heartbeats have gone by.
+        r = await asyncio.to_thread(list_subscribers, "A", "room")
+        results.expect_eq("right after C dies, ListSubscribers on A says partial and lists B",
+                          (r.partial, [x.node_id for x in r.subscribers]), (True, ["B"]))
 
+        def complete_without_c():
+            r = list_subscribers("A", "room")
+            return not r.partial and [x.node_id for x in r.subscribers] == ["B"]
+        await asyncio.to_thread(wait_until, "answers on A are complete again, without C",
+                                complete_without_c)
+        results.check("once C's heartbeats stop, answers are complete again without it", True)
+
+        for s in subs:  # so that the drain does not wait for them
+            await s.close()
+        subs = []
         for name in "AB":
             node = nodes[name][0]
             node.proc.send_signal(signal.SIGTERM)
@@ -482,6 +539,9 @@ async def run(binary, tmp, results):
             except subprocess.TimeoutExpired:
                 rc = None
             results.expect_eq(f"node {name} exits 0 on SIGTERM", rc, 0)
+    except BaseException:
+        results.failed += 1  # counted again by the caller's check; shows the logs below
+        raise
     finally:
         for s in subs:
             try:
