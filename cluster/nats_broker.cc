@@ -241,73 +241,80 @@ absl::Status NatsBroker::Connect() {
 }
 
 absl::Status NatsBroker::EnsureStream() {
-  jsStreamInfo* info = nullptr;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  // A NATS cluster that is starting with the nodes answers before its
-  // JetStream has a leader: wait for it a while (about 30 s), saying so.
-  natsStatus s = NATS_OK;
+  // A NATS cluster that starts with the nodes answers before its JetStream
+  // has a leader, and a busy one may time out on a request: look up (and
+  // create) the stream until it works, for about 30 s, saying so.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
   jsOptions wait;
   jsOptions_Init(&wait);
   wait.Wait = 2000;
-  for (int attempt = 0;; ++attempt) {
-    jerr = static_cast<jsErrCode>(0);
-    s = js_GetStreamInfo(&info, js_, kStream, &wait, &jerr);
-    bool not_ready = (s == NATS_TIMEOUT || s == NATS_NO_RESPONDERS) && jerr == 0;
-    if (!not_ready || attempt == 14) break;
-    if (attempt == 0) spdlog::info("waiting for NATS's JetStream to be ready");
-    std::this_thread::sleep_for(std::chrono::milliseconds(s == NATS_TIMEOUT ? 0 : 2000));
-  }
-  if (s == NATS_OK) {
-    const jsStreamConfig* c = info->Config;
-    bool ok = c->RePublish != nullptr && c->RePublish->Destination != nullptr &&
-              std::strcmp(c->RePublish->Destination, kRepublishSubjects) == 0 &&
-              c->SubjectsLen == 1 && std::strcmp(c->Subjects[0], kStreamSubjects) == 0;
-    jsStreamInfo_Destroy(info);
-    if (!ok) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "the JetStream stream ", kStream, " exists but was not made by fanoutd (it must take ",
-          kStreamSubjects, " and republish to ", kRepublishSubjects, "); delete it or use another NATS account"));
+  natsStatus last = NATS_OK;
+  for (bool said = false; absl::Now() < deadline;) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode jerr = static_cast<jsErrCode>(0);
+    natsStatus s = js_GetStreamInfo(&info, js_, kStream, &wait, &jerr);
+    if (s == NATS_OK) {
+      const jsStreamConfig* c = info->Config;
+      bool ok = c->RePublish != nullptr && c->RePublish->Destination != nullptr &&
+                std::strcmp(c->RePublish->Destination, kRepublishSubjects) == 0 &&
+                c->SubjectsLen == 1 && std::strcmp(c->Subjects[0], kStreamSubjects) == 0;
+      jsStreamInfo_Destroy(info);
+      if (!ok) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "the JetStream stream ", kStream, " exists but was not made by fanoutd (it must take ",
+            kStreamSubjects, " and republish to ", kRepublishSubjects,
+            "); delete it or use another NATS account"));
+      }
+      return absl::OkStatus();
     }
-    return absl::OkStatus();
-  }
-  if (jerr != JSStreamNotFoundErr) {
-    if (s == NATS_NO_RESPONDERS || s == NATS_TIMEOUT) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "NATS answers but its JetStream did not within 30 s (", NatsError(s),
-          "): start nats-server with --jetstream (-js), which fanoutd needs to number "
-          "publishes; in a NATS cluster, JetStream needs a quorum of its servers"));
+    if (jerr == JSStreamNotFoundErr) {
+      jsStreamConfig cfg;
+      jsStreamConfig_Init(&cfg);
+      const char* subjects[] = {kStreamSubjects};
+      jsRePublish republish;
+      jsRePublish_Init(&republish);
+      republish.Source = kStreamSubjects;
+      republish.Destination = kRepublishSubjects;
+      cfg.Name = kStream;
+      cfg.Description = "fanoutd: numbers each topic's publishes and republishes them to the nodes";
+      cfg.Subjects = subjects;
+      cfg.SubjectsLen = 1;
+      cfg.Storage = js_FileStorage;
+      cfg.Replicas = options_.replicas;
+      cfg.MaxMsgsPerSubject = 1;
+      cfg.MaxAge = kMaxAgeNanos;
+      cfg.Duplicates = kDuplicateWindowNanos;
+      cfg.RePublish = &republish;
+      jerr = static_cast<jsErrCode>(0);
+      s = js_AddStream(&info, js_, &cfg, &wait, &jerr);
+      if (s == NATS_OK) {
+        jsStreamInfo_Destroy(info);
+        spdlog::info("created the JetStream stream {} ({} replicas)", kStream, options_.replicas);
+        return absl::OkStatus();
+      }
+      if (jerr == JSStreamNameExistErr) continue;  // another node was first: check its config
+      if (jerr != 0) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot create the JetStream stream ", kStream, " with ", options_.replicas,
+            " replicas: ", NatsError(s),
+            options_.replicas > 1 ? " (a NATS cluster of fewer servers needs --nats_replicas=1)"
+                                  : ""));
+      }
+    } else if (jerr != 0 || (s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS)) {
+      return absl::UnavailableError(absl::StrCat("cannot look up the JetStream stream ", kStream,
+                                                 ": ", NatsError(s)));
     }
-    return absl::UnavailableError(absl::StrCat("cannot look up the JetStream stream ", kStream,
-                                               ": ", NatsError(s)));
+    // Not ready, or busy: again.
+    last = s;
+    if (!said) spdlog::info("waiting for NATS's JetStream to be ready ({})", NatsError(s));
+    said = true;
+    if (s == NATS_NO_RESPONDERS) std::this_thread::sleep_for(std::chrono::milliseconds(500));
   }
-  jsStreamConfig cfg;
-  jsStreamConfig_Init(&cfg);
-  const char* subjects[] = {kStreamSubjects};
-  jsRePublish republish;
-  jsRePublish_Init(&republish);
-  republish.Source = kStreamSubjects;
-  republish.Destination = kRepublishSubjects;
-  cfg.Name = kStream;
-  cfg.Description = "fanoutd: numbers each topic's publishes and republishes them to the nodes";
-  cfg.Subjects = subjects;
-  cfg.SubjectsLen = 1;
-  cfg.Storage = js_FileStorage;
-  cfg.Replicas = options_.replicas;
-  cfg.MaxMsgsPerSubject = 1;
-  cfg.MaxAge = kMaxAgeNanos;
-  cfg.Duplicates = kDuplicateWindowNanos;
-  cfg.RePublish = &republish;
-  s = js_AddStream(&info, js_, &cfg, nullptr, &jerr);
-  if (s == NATS_OK) {
-    jsStreamInfo_Destroy(info);
-    spdlog::info("created the JetStream stream {} ({} replicas)", kStream, options_.replicas);
-    return absl::OkStatus();
-  }
-  if (jerr == JSStreamNameExistErr) return absl::OkStatus();  // another node was first
   return absl::FailedPreconditionError(absl::StrCat(
-      "cannot create the JetStream stream ", kStream, " with ", options_.replicas,
-      " replicas: ", NatsError(s),
-      options_.replicas > 1 ? " (a NATS cluster of fewer servers needs --nats_replicas=1)" : ""));
+      "NATS answers but its JetStream did not within 30 s (", NatsError(last),
+      "): start nats-server with --jetstream (-js), which fanoutd needs to number "
+      "publishes; in a NATS cluster, JetStream needs a quorum of its servers",
+      options_.replicas > 1 ? ", and a stream of --nats_replicas servers" : ""));
 }
 
 NatsBroker::~NatsBroker() { Stop(); }

@@ -13,7 +13,7 @@ PKGS_BUILD=(
 # benchmarks and the example publishers.
 PKGS_TEST=(
   libgtest-dev libgmock-dev libbenchmark-dev
-  nats-server curl prometheus valgrind chromium yamllint shellcheck
+  nats-server curl haproxy prometheus valgrind chromium yamllint shellcheck
   python3-grpcio python3-protobuf python3-websockets python3-matplotlib
   golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-goprotobuf-dev
   clang-14 libclang-rt-14-dev  # tests/fuzz (libFuzzer)

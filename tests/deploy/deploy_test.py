@@ -45,6 +45,7 @@ UNIT = os.path.join(DEPLOY, "systemd", "fanoutd.service")
 ENV_EXAMPLE = os.path.join(DEPLOY, "systemd", "fanoutd.env")
 HEALTHCHECK = os.path.join(DEPLOY, "healthcheck.sh")
 K8S = os.path.join(DEPLOY, "k8s")
+COMPOSE = os.path.join(DEPLOY, "compose")
 SKIP = 77
 
 
@@ -540,6 +541,46 @@ def check_linters(c):
         c.skip("kubectl kustomize deploy/k8s", "no kubectl (not a Debian package; optional)")
 
 
+def check_compose(c, flags, env_flags):
+    """deploy/compose: the fanout services' FANOUT_ variables are fanoutd's, the
+    nats-server flags are nats-server's, and HAProxy accepts its configuration
+    (tests/deploy/local_cluster_test.py runs that configuration in front of
+    real nodes)."""
+    compose = yaml.safe_load(open(os.path.join(COMPOSE, "compose.yaml")))
+    services = compose["services"]
+    fanout = {n: s for n, s in services.items() if n.startswith("fanout-")}
+    nats = {n: s for n, s in services.items() if n.startswith("nats-")}
+    c.check("compose: three fanout nodes, three NATS servers, HAProxy",
+            len(fanout) == 3 and len(nats) == 3 and "haproxy" in services, sorted(services))
+    for name, svc in sorted(fanout.items()):
+        p = Passed(f"deploy/compose/compose.yaml {name}")
+        p.env = {k: v for k, v in svc.get("environment", {}).items() if k.startswith("FANOUT_")}
+        check_flags(c, p, flags, env_flags)
+        urls = p.env.get("FANOUT_NATS", "").split(",")
+        c.check(f"compose {name}: --nats names the three NATS servers",
+                sorted(u.split("//")[1].split(":")[0] for u in urls if "//" in u) == sorted(nats),
+                str(urls))
+    ids = [s.get("environment", {}).get("FANOUT_NODE_ID") for s in fanout.values()]
+    c.check("compose: every node has its own --node_id", len(set(ids)) == 3 and None not in ids,
+            str(ids))
+    help_text = subprocess.run(["nats-server", "--help"], capture_output=True,
+                               text=True).stdout if shutil.which("nats-server") else ""
+    known = set(re.findall(r"--([a-z_]+)", help_text))
+    for name, svc in sorted(nats.items()):
+        args = [a[2:].partition("=")[0] for a in svc.get("command", []) if a.startswith("--")]
+        unknown = [a for a in args if a not in known]
+        c.check(f"compose {name}: its flags are nats-server's", help_text and not unknown,
+                f"unknown: {unknown}" if help_text else "nats-server not installed")
+    if not shutil.which("haproxy"):
+        c.check("haproxy -c deploy/compose/haproxy.cfg", False,
+                "not installed (deploy/install-deps.sh installs it)")
+    else:
+        r = subprocess.run(["haproxy", "-c", "-f", os.path.join(COMPOSE, "haproxy.cfg")],
+                           capture_output=True, text=True)
+        c.check("haproxy -c deploy/compose/haproxy.cfg: valid", r.returncode == 0,
+                r.stdout + r.stderr)
+
+
 def make_install(fanoutd, root):
     """`make install` into root/usr and root/etc; returns (installed unit, output)."""
     r = subprocess.run(["make", "-s", "-C", ROOT, "install", f"PREFIX={root}/usr",
@@ -597,6 +638,7 @@ def files(fanoutd):
     if k8s:
         run_config(c, fanoutd, "k8s", k8s, {"FANOUT_NODE_ID": "deploy-k8s", "FANOUT_IO_THREADS": "2"})
     check_healthcheck(c, fanoutd)
+    check_compose(c, flags, env_flags)
     check_linters(c)
     check_make_install(c, fanoutd)
     return c.summary()

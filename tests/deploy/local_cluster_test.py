@@ -13,11 +13,14 @@ import asyncio
 import faulthandler
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import websockets
 
@@ -50,6 +53,77 @@ def pick_offset():
 def listening(port):
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def through_haproxy(results, tmp, offset, bin_dir):
+    """deploy/compose/haproxy.cfg in front of these three nodes: its server
+    names become their loopback addresses, its ports free ones."""
+    if not shutil.which("haproxy"):
+        results.check("haproxy", False, "not installed (deploy/install-deps.sh installs it)")
+        return
+    cfg = open(os.path.join(ROOT, "deploy", "compose", "haproxy.cfg")).read()
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cfg = re.sub(r"^resolvers docker\n.*\n", "", cfg, flags=re.M)
+    cfg = cfg.replace(" resolvers docker", "")
+    def node_address(m):
+        i = int(m.group(1))
+        ws_port, grpc_port = 8079 + i + offset, 50050 + i + offset
+        port = ws_port if m.group(2) == "8080" else grpc_port
+        rest = m.group(3).replace("check port 8080", f"check port {ws_port}")
+        return f"server fanout-{i} 127.0.0.1:{port}{rest}"
+    cfg = re.sub(r"server fanout-(\d) fanout-\1:(\d+)(.*)", node_address, cfg)
+    cfg = cfg.replace("bind :8080", f"bind 127.0.0.1:{ports[0]}")
+    cfg = cfg.replace("bind :50051", f"bind 127.0.0.1:{ports[1]}")
+    cfg = cfg.replace("bind :8404", f"bind 127.0.0.1:{ports[2]}")
+    path = os.path.join(tmp, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(cfg)
+    proxy = await asyncio.create_subprocess_exec(
+        "haproxy", "-db", "-f", path, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    try:
+        # Up once its health checks have found the nodes (stats: 3 UP per backend).
+        deadline = time.monotonic() + 20
+        up = 0
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports[2]}/;csv", timeout=2) as r:
+                    up = r.read().decode().count(",UP,")
+            except OSError:
+                up = 0
+            if up >= 6:
+                break
+            await asyncio.sleep(0.2)
+        if up < 6:
+            if proxy.returncode is None:
+                proxy.terminate()
+            err = (await asyncio.wait_for(proxy.stderr.read(), TIMEOUT)).decode()
+            results.check("HAProxy with deploy/compose/haproxy.cfg sees the three nodes up, "
+                          "on both ports", False, f"{up} of 6 up; haproxy says:\n{err}")
+            return
+        results.check("HAProxy with deploy/compose/haproxy.cfg sees the three nodes up, "
+                      "on both ports", True)
+        async with websockets.connect(f"ws://127.0.0.1:{ports[0]}/ws?topics=news") as ws:
+            got = None
+            for _ in range(50):
+                await run_command(
+                    "grpcurl -plaintext -d '{\"topic\":\"news\",\"payload\":\"ImhhcHJveHki\"}' "
+                    f"127.0.0.1:{ports[1]} fanout.v1.Fanout/Publish", tmp, bin_dir)
+                try:
+                    got = json.loads(await asyncio.wait_for(ws.recv(), 0.2))
+                    break
+                except asyncio.TimeoutError:
+                    continue
+            results.check("through HAProxy: a gRPC publish reaches a WebSocket subscriber",
+                          got is not None and got.get("data") == "haproxy", str(got))
+    finally:
+        if proxy.returncode is None:
+            proxy.terminate()
+        await proxy.wait()
 
 
 async def run(fanoutd, tmp, results):
@@ -99,6 +173,7 @@ async def run(fanoutd, tmp, results):
             results.expect_eq("GetStats on node1 lists the three nodes",
                               [n.get("nodeId") for n in stats.get("nodes", [])],
                               ["node1", "node2", "node3"])
+        await through_haproxy(results, tmp, offset, bin_dir)
         proc.send_signal(signal.SIGINT)
         code = await asyncio.wait_for(proc.wait(), 30)
         results.expect_eq("Ctrl-C stops the cluster (exit status 130, as for SIGINT)", code, 130)
@@ -111,7 +186,7 @@ async def run(fanoutd, tmp, results):
 
 
 def main():
-    faulthandler.dump_traceback_later(50, exit=True)
+    faulthandler.dump_traceback_later(110, exit=True)
     if len(sys.argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
