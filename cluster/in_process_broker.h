@@ -26,9 +26,12 @@ class InProcessBroker final : public Broker {
   // The only node answers at once.
   void Gather(absl::string_view verb, std::string request, absl::Duration,
               absl::AnyInvocable<void(Gathered) &&> done) override {
-    Gathered g;
-    if (handler_) g.answers.push_back({"", handler_(verb, request)});
-    std::move(done)(std::move(g));
+    if (!handler_) return std::move(done)(Gathered{});
+    handler_(verb, request, [done = std::move(done)](std::string body) mutable {
+      Gathered g;
+      g.answers.push_back({"", std::move(body)});
+      std::move(done)(std::move(g));
+    });
   }
   void AppendMetrics(std::string*) const override {}
 

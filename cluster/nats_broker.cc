@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -667,16 +668,23 @@ void NatsBroker::OnQuery(natsConnection* nc, natsSubscription*, natsMsg* msg, vo
   self->delivering_.fetch_add(1);  // seq_cst with stopping_, as in Stop
   if (!self->stopping_.load() && reply_to != nullptr && *reply_to != '\0') {
     const char* data = natsMsg_GetData(msg);
-    std::string body = self->query_handler_(
-        verb, absl::string_view(data == nullptr ? "" : data,
-                                static_cast<size_t>(natsMsg_GetDataLength(msg))));
-    natsMsg* reply = nullptr;
-    if (natsMsg_Create(&reply, reply_to, nullptr, body.data(), static_cast<int>(body.size())) ==
-        NATS_OK) {
-      natsMsgHeader_Set(reply, kNodeHeader, self->options_.node_id.c_str());
-      natsConnection_PublishMsg(nc, reply);
-      natsMsg_Destroy(reply);
-    }
+    self->query_handler_(
+        verb,
+        absl::string_view(data == nullptr ? "" : data,
+                          static_cast<size_t>(natsMsg_GetDataLength(msg))),
+        [self, nc, to = std::string(reply_to)](std::string body) {
+          // Maybe later, from an I/O thread: not once Stop has begun.
+          self->delivering_.fetch_add(1);  // seq_cst with stopping_, as in Stop
+          natsMsg* reply = nullptr;
+          if (!self->stopping_.load() &&
+              natsMsg_Create(&reply, to.c_str(), nullptr, body.data(),
+                             static_cast<int>(body.size())) == NATS_OK) {
+            natsMsgHeader_Set(reply, kNodeHeader, self->options_.node_id.c_str());
+            natsConnection_PublishMsg(nc, reply);
+            natsMsg_Destroy(reply);
+          }
+          self->delivering_.fetch_sub(1);
+        });
   }
   natsMsg_Destroy(msg);
   self->delivering_.fetch_sub(1);
@@ -720,20 +728,35 @@ void NatsBroker::RunQueries() {
 Gathered NatsBroker::Ask(Query& q) {
   Gathered g;
   std::vector<std::string> expected = peers();
-  if (!connected()) {
-    // Only this node can answer, and the answer says it is not whole.
-    g.answers.push_back({options_.node_id, query_handler_(q.verb, q.request)});
+  // Without NATS only this node can answer, and the answer says it is not
+  // whole.
+  auto local_only = [&] {
+    Mutex mu;
+    CondVar cv;
+    std::optional<std::string> body;
+    query_handler_(q.verb, q.request, [&](std::string b) {
+      MutexLock lock(&mu);
+      body = std::move(b);
+      cv.Signal();
+    });
+    MutexLock lock(&mu);
+    const absl::Time deadline = absl::Now() + q.timeout;
+    while (!body && absl::Now() < deadline) {
+      cv.WaitFor(&mu, absl::ToChronoMilliseconds(deadline - absl::Now()));
+    }
+    if (body) g.answers.push_back({options_.node_id, std::move(*body)});
     g.partial = true;
+    // An answer after the deadline must not touch this frame: wait for it.
+    while (!body) cv.Wait(&mu);
     return g;
-  }
+  };
+  if (!connected()) return local_only();
   natsInbox* inbox = nullptr;
   natsSubscription* sub = nullptr;
   if (natsInbox_Create(&inbox) != NATS_OK ||
       natsConnection_SubscribeSync(&sub, nc_, inbox) != NATS_OK) {
     natsInbox_Destroy(inbox);
-    g.answers.push_back({options_.node_id, query_handler_(q.verb, q.request)});
-    g.partial = true;
-    return g;
+    return local_only();
   }
   std::string subject = absl::StrCat(kQueryPrefix, q.verb);
   natsConnection_PublishRequest(nc_, subject.c_str(), inbox, q.request.data(),

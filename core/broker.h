@@ -70,9 +70,13 @@ struct Gathered {
   std::vector<NodeAnswer> answers;  // this node's included
   bool partial = false;             // a known node did not answer in time
 };
-// Answers `request` for `verb` from this node's own state. Thread: a broker
-// thread; must not block.
-using QueryHandler = std::function<std::string(absl::string_view verb, absl::string_view request)>;
+// Answers `request` for `verb` from this node's own state, by calling
+// `reply` once, at once or later from any thread (an admin action answers
+// once the connection's I/O thread has acted). Thread: a broker thread; must
+// not block.
+using QueryReply = absl::AnyInvocable<void(std::string body) &&>;
+using QueryHandler =
+    std::function<void(absl::string_view verb, absl::string_view request, QueryReply reply)>;
 
 // Carries publishes from the ingress of any node to local delivery on every
 // node with interest. Thread: safe from any thread; no call blocks on the

@@ -31,8 +31,8 @@ FanoutServiceImpl::FanoutServiceImpl(Hub* hub, std::string node_id, NodeCounters
       counters_(std::move(counters)) {
   if (hub_->broker().clustered()) {
     hub_->broker().SetQueryHandler(
-        [this](absl::string_view verb, absl::string_view request) {
-          return AnswerQuery(verb, request);
+        [this](absl::string_view verb, absl::string_view request, QueryReply reply) {
+          AnswerQuery(verb, request, std::move(reply));
         });
   }
 }
@@ -57,16 +57,16 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext
   }
   // Answered when the broker has numbered the message: at once on a
   // standalone node, after JetStream's acknowledgement in a cluster.
-  auto* reactor = ctx->DefaultReactor();
+  AsyncUnary call(ctx);
   hub_->Publish(req->topic(), req->payload(), {},
-                [reactor, resp](absl::StatusOr<PublishResult> result) {
+                call.Finisher([resp](absl::StatusOr<PublishResult> result) {
                   if (result.ok()) {
                     resp->set_seq(result->seq);
                     resp->set_subscribers(result->subscribers);
                   }
-                  reactor->Finish(ToGrpcStatus(result.status()));
-                });
-  return reactor;
+                  return result.status();
+                }));
+  return call.Return();
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,
@@ -77,16 +77,16 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerConte
     rejected_shutting_down_.fetch_add(1, std::memory_order_relaxed);
     return Finish(ctx, absl::UnavailableError("node is shutting down"));
   }
-  auto* reactor = ctx->DefaultReactor();
+  AsyncUnary call(ctx);
   hub_->Broadcast(req->payload(), Hub::Admission::kRefuseWhenOverloaded,
-                  [reactor, resp](absl::StatusOr<PublishResult> result) {
+                  call.Finisher([resp](absl::StatusOr<PublishResult> result) {
                     if (result.ok()) {
                       resp->set_seq(result->seq);
                       resp->set_connections(result->subscribers);
                     }
-                    reactor->Finish(ToGrpcStatus(result.status()));
-                  });
-  return reactor;
+                    return result.status();
+                  }));
+  return call.Return();
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::ListSubscribers(

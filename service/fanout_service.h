@@ -138,8 +138,28 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
                                          v1::ListTopicsResponse* resp);
   grpc::ServerUnaryReactor* GatherStats(grpc::CallbackServerContext* ctx,
                                         v1::GetStatsResponse* resp);
-  // Answers another node's question (Broker::QueryHandler).
-  std::string AnswerQuery(absl::string_view verb, absl::string_view request);
+  // Answers another node's question (Broker::QueryHandler): listings at
+  // once, admin actions once the connections have acted.
+  void AnswerQuery(absl::string_view verb, absl::string_view request, QueryReply reply);
+  std::string AnswerListing(absl::string_view verb, absl::string_view request);
+  void AnswerAdmin(absl::string_view verb, absl::string_view request, QueryReply reply);
+
+  // The admin calls' actions on this node's connections; `done` runs once,
+  // on any thread (fanout_service_admin.cc).
+  template <typename Response>
+  using AdminDone = std::function<void(absl::Status, Response)>;
+  void LocalDisconnect(const v1::DisconnectRequest& req, AdminDone<v1::DisconnectResponse> done);
+  void LocalSubscribe(const v1::SubscribeRequest& req, AdminDone<v1::SubscribeResponse> done);
+  void LocalUnsubscribe(const v1::UnsubscribeRequest& req,
+                        AdminDone<v1::UnsubscribeResponse> done);
+  void LocalGetConnection(const v1::GetConnectionRequest& req, AdminDone<v1::Connection> done);
+  // An admin call: here when it targets a connection of this node (or this
+  // is a standalone node), else on every node through the broker.
+  template <typename Request, typename Response>
+  grpc::ServerUnaryReactor* RouteAdmin(grpc::CallbackServerContext* ctx, absl::string_view verb,
+                                       const Request& req, Response* resp,
+                                       void (FanoutServiceImpl::*local)(const Request&,
+                                                                        AdminDone<Response>));
 
   // Publishes one request into `result`, never failing the caller; `done`
   // runs once `result` is filled in (inline, or later on a broker thread).

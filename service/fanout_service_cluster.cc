@@ -5,6 +5,7 @@
 #include <map>
 #include <optional>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -17,6 +18,8 @@ namespace {
 constexpr char kListSubscribers[] = "list_subscribers";
 constexpr char kListTopics[] = "list_topics";
 constexpr char kGetStats[] = "get_stats";
+// The admin calls' verbs (fanout_service_admin.cc).
+constexpr char kAdminPrefix[] = "admin_";
 // How long a cluster-wide answer waits for the other nodes, at most.
 constexpr absl::Duration kGatherTimeout = absl::Milliseconds(500);
 
@@ -33,7 +36,13 @@ uint64_t ConnectionId(const v1::Subscriber& s) {
 
 }  // namespace
 
-std::string FanoutServiceImpl::AnswerQuery(absl::string_view verb, absl::string_view request) {
+void FanoutServiceImpl::AnswerQuery(absl::string_view verb, absl::string_view request,
+                                    QueryReply reply) {
+  if (absl::StartsWith(verb, kAdminPrefix)) return AnswerAdmin(verb, request, std::move(reply));
+  std::move(reply)(AnswerListing(verb, request));
+}
+
+std::string FanoutServiceImpl::AnswerListing(absl::string_view verb, absl::string_view request) {
   if (verb == kListSubscribers) {
     v1::ListSubscribersRequest req;
     v1::ListSubscribersResponse resp;
@@ -67,10 +76,10 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GatherSubscribers(
     v1::ListSubscribersResponse* resp) {
   v1::ListSubscribersRequest ask = req;
   ask.set_page_size(static_cast<int32_t>(page_size));
-  auto* reactor = ctx->DefaultReactor();
+  AsyncUnary call(ctx);
   hub_->broker().Gather(
       kListSubscribers, ask.SerializeAsString(), GatherTimeout(ctx),
-      [reactor, resp, page_size](Gathered g) {
+      call.Finisher([resp, page_size](Gathered g) {
         // Every node's part, in (node, id) order; a node that had more
         // than its part means more pages.
         std::vector<v1::Subscriber> all;
@@ -95,9 +104,9 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GatherSubscribers(
           resp->set_next_page_token(absl::StrCat(last.node_id(), "/", last.connection_id()));
         }
         resp->set_partial(g.partial);
-        reactor->Finish(grpc::Status::OK);
-      });
-  return reactor;
+        return absl::OkStatus();
+      }));
+  return call.Return();
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::GatherTopics(grpc::CallbackServerContext* ctx,
@@ -106,10 +115,10 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GatherTopics(grpc::CallbackServerCo
                                                           v1::ListTopicsResponse* resp) {
   v1::ListTopicsRequest ask = req;
   ask.set_page_size(static_cast<int32_t>(page_size));
-  auto* reactor = ctx->DefaultReactor();
+  AsyncUnary call(ctx);
   hub_->broker().Gather(
       kListTopics, ask.SerializeAsString(), GatherTimeout(ctx),
-      [reactor, resp, page_size](Gathered g) {
+      call.Finisher([resp, page_size](Gathered g) {
         // Counts add up over nodes. A node that had more topics than its
         // part knows nothing past its last one, so the page stops there.
         std::map<std::string, uint64_t> counts;
@@ -138,16 +147,16 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GatherTopics(grpc::CallbackServerCo
           resp->set_next_page_token(resp->topics(resp->topics_size() - 1).topic());
         }
         resp->set_partial(g.partial);
-        reactor->Finish(grpc::Status::OK);
-      });
-  return reactor;
+        return absl::OkStatus();
+      }));
+  return call.Return();
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::GatherStats(grpc::CallbackServerContext* ctx,
                                                          v1::GetStatsResponse* resp) {
-  auto* reactor = ctx->DefaultReactor();
+  AsyncUnary call(ctx);
   hub_->broker().Gather(
-      kGetStats, "", GatherTimeout(ctx), [this, reactor, resp](Gathered g) {
+      kGetStats, "", GatherTimeout(ctx), call.Finisher([this, resp](Gathered g) {
         std::vector<v1::GetStatsResponse> nodes;
         for (const auto& a : g.answers) {
           v1::GetStatsResponse part;
@@ -177,9 +186,9 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::GatherStats(grpc::CallbackServerCon
           *resp->add_nodes() = std::move(n);
         }
         resp->set_partial(g.partial);
-        reactor->Finish(grpc::Status::OK);
-      });
-  return reactor;
+        return absl::OkStatus();
+      }));
+  return call.Return();
 }
 
 }  // namespace fanout

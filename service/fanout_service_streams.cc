@@ -457,16 +457,23 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::PublishBatch(grpc::CallbackServerCo
   }
   // Answered once every message has its result; one count for this loop, so
   // that results finishing while it runs cannot answer early.
-  auto* reactor = ctx->DefaultReactor();
+  AsyncUnary call(ctx);
   auto left = std::make_shared<std::atomic<int>>(req->messages_size() + 1);
-  auto one_done = [reactor, left] {
-    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) reactor->Finish(grpc::Status::OK);
+  auto finish = call.Finisher([] { return absl::OkStatus(); });
+  auto one_done = [left, finish]() mutable {
+    if (left->fetch_sub(1, std::memory_order_acq_rel) == 1) finish();
   };
   for (const auto& m : req->messages()) {
-    PublishOne(m, resp->add_results(), Hub::Admission::kAccept, one_done);
+    // The results are written under the call's lock, so that every one is
+    // seen written by whichever thread finishes (and serializes) the call.
+    PublishOne(m, resp->add_results(), Hub::Admission::kAccept,
+               [one_done, mu = call.mu()]() mutable {
+                 { MutexLock lock(mu.get()); }
+                 one_done();
+               });
   }
   one_done();
-  return reactor;
+  return call.Return();
 }
 
 grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImpl::PublishStream(

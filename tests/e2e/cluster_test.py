@@ -19,6 +19,9 @@ when restarted.
 """
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import importlib
 import json
 import os
@@ -62,6 +65,22 @@ def health_check(channel, service):
     name = service.encode()
     answer = check(b"\x0a" + bytes([len(name)]) + name, timeout=TIMEOUT)
     return HEALTH_STATUS[answer[1]] if len(answer) >= 2 and answer[0] == 0x08 else "UNKNOWN"
+
+
+SECRET = b"cluster-test-secret-of-at-least-32-bytes"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256_token(sub):
+    """A client token for `sub` (HS256, what --jwt_secret_file verifies)."""
+    header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    claims = b64url(json.dumps({"sub": sub, "exp": int(time.time()) + 3600,
+                                "subscribe": [">"]}).encode())
+    mac = hmac.new(SECRET, f"{header}.{claims}".encode(), hashlib.sha256).digest()
+    return f"{header}.{claims}.{b64url(mac)}"
 
 
 def free_ports(n):
@@ -174,8 +193,10 @@ class NatsCluster:
 class Subscriber:
     """A WebSocket client on a node, keeping what it receives, by topic."""
 
-    def __init__(self, ws_address, topics):
+    def __init__(self, ws_address, topics, token=None):
         self.url = f"ws://{ws_address}/ws?topics={','.join(topics)}"
+        if token:
+            self.url += f"&token={token}"
         self.messages = []  # (topic or "*broadcast", seq, data)
         self.replies = []
         self.ws = None
@@ -235,11 +256,16 @@ async def run(binary, tmp, results):
         results.check("three nats-server form a JetStream cluster", True)
 
         # Each node lists its own NATS server first (libnats may still pick
-        # another: it shuffles the list unless told not to).
+        # another: it shuffles the list unless told not to). Clients may come
+        # without a token; one with a token is a user the admin calls find.
+        secret = os.path.join(tmp, "jwt-secret")
+        with open(secret, "wb") as f:
+            f.write(SECRET)
         for i, name in enumerate("ABC"):
             servers = ",".join(nats.url((i + k) % 3) for k in range(3))
             node = Fanoutd(binary, name, extra_args=[
-                f"--nats={servers}", "--nats_replicas=3", "--anonymous_publish=chat.>"])
+                f"--nats={servers}", "--nats_replicas=3", f"--jwt_secret_file={secret}",
+                "--allow_anonymous", "--anonymous_subscribe=>", "--anonymous_publish=chat.>"])
             nodes[name] = (node, node.ready_line())
         ws = {n: addr["ws"] for n, (_, addr) in nodes.items()}
         grpc_addr = {n: addr["grpc"] for n, (_, addr) in nodes.items()}
@@ -310,6 +336,42 @@ async def run(binary, tmp, results):
                       [n.node_id for n in stats.nodes] == ["A", "B", "C"]
                       and stats.connections == sum(n.connections for n in stats.nodes) == 5
                       and stats.node_id == "C" and not stats.partial, str(stats))
+
+        # --- admin calls reach a connection or user on whichever node holds it
+        sub_c_id = next(x.connection_id for x in
+                        (await asyncio.to_thread(list_subscribers, "A", "room")).subscribers
+                        if x.node_id == "C")
+        conn = await asyncio.to_thread(lambda: stubs["A"].GetConnection(
+            pb2.GetConnectionRequest(connection_id=sub_c_id, node_id="C"), timeout=TIMEOUT))
+        results.expect_eq("GetConnection on A describes a connection of C",
+                          (conn.node_id, list(conn.topics)), ("C", ["room"]))
+        r = await asyncio.to_thread(lambda: stubs["A"].Subscribe(pb2.SubscribeRequest(
+            connection_id=sub_c_id, node_id="C", topic="extra"), timeout=TIMEOUT))
+        results.expect_eq("Subscribe on A puts C's connection on a topic", r.connections, 1)
+        await until_interest("extra", [sub_c], publisher="B")
+        results.check("C's connection receives the topic it was put on from A", True)
+        r = await asyncio.to_thread(lambda: stubs["B"].Unsubscribe(pb2.UnsubscribeRequest(
+            connection_id=sub_c_id, node_id="C", topic="extra"), timeout=TIMEOUT))
+        results.expect_eq("Unsubscribe on B takes it off again", r.connections, 1)
+        try:
+            await asyncio.to_thread(lambda: stubs["B"].Disconnect(pb2.DisconnectRequest(
+                connection_id=sub_c_id, node_id="nope"), timeout=TIMEOUT))
+            code = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            code = e.code()
+        results.expect_eq("a connection of a node that does not exist is NOT_FOUND", code,
+                          grpc.StatusCode.NOT_FOUND)
+        ann = [Subscriber(ws[n], ["ann.inbox"], hs256_token("ann")) for n in "AC"]
+        for s in ann:
+            await s.open()
+        r = await asyncio.to_thread(lambda: stubs["B"].Disconnect(pb2.DisconnectRequest(
+            user="ann", code=4321, reason="bye ann"), timeout=TIMEOUT))
+        results.expect_eq("Disconnect of a user on B closes her connections on A and C",
+                          r.connections, 2)
+        for s in ann:
+            await asyncio.wait_for(s.task, TIMEOUT)
+        results.expect_eq("her clients see the close code", [s.ws.close_code for s in ann],
+                          [4321, 4321])
 
         # PublishResponse.subscribers counts the cluster, from the counts
         # nodes report every second.
