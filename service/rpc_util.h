@@ -33,22 +33,25 @@ inline grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx,
 }
 
 // A unary call answered by a callback that may run on another thread, even
-// before the handler has returned: gRPC then writes the response while it
-// binds the call, on the handler's thread, ordered after Finish by a lock of
-// its own that ThreadSanitizer cannot see in Debian's uninstrumented gRPC.
-// This lock, taken by the callback around filling in the response and
-// finishing, and by the handler before it returns, it can see.
+// before the handler has returned. Two hand-overs go through gRPC's own
+// locks, which ThreadSanitizer cannot see in Debian's uninstrumented gRPC:
+// gRPC writes the response while it binds the call, on the handler's thread,
+// ordered after Finish; and it destroys the response on whichever of its
+// threads completes the call. This lock, taken by the callback around filling
+// in the response and finishing, by the handler before it returns, and by the
+// reactor's OnDone (which gRPC runs on the destroying thread, just before it
+// frees the response), makes both orders visible.
 class AsyncUnary {
  public:
-  explicit AsyncUnary(grpc::CallbackServerContext* ctx)
-      : reactor_(ctx->DefaultReactor()), mu_(std::make_shared<Mutex>()) {}
+  explicit AsyncUnary(grpc::CallbackServerContext*)
+      : mu_(std::make_shared<Mutex>()), reactor_(new Reactor(mu_)) {}
   // What the callback runs: `fill(args...)` returns the call's status.
   template <typename Fill>
   auto Finisher(Fill fill) const {
     return [reactor = reactor_, mu = mu_, fill = std::move(fill)](auto&&... args) mutable {
       MutexLock lock(mu.get());
       absl::Status s = fill(std::forward<decltype(args)>(args)...);
-      reactor->Finish(ToGrpcStatus(s));
+      reactor->Finish(ToGrpcStatus(s));  // may be deleted from here on
     };
   }
   // For callbacks that fill in parts of the response one by one: held while
@@ -62,8 +65,20 @@ class AsyncUnary {
   }
 
  private:
-  grpc::ServerUnaryReactor* const reactor_;
+  class Reactor final : public grpc::ServerUnaryReactor {
+   public:
+    explicit Reactor(std::shared_ptr<Mutex> mu) : mu_(std::move(mu)) {}
+    void OnDone() override {
+      { MutexLock lock(mu_.get()); }
+      delete this;
+    }
+
+   private:
+    const std::shared_ptr<Mutex> mu_;
+  };
+
   const std::shared_ptr<Mutex> mu_;
+  Reactor* const reactor_;
 };
 
 }  // namespace fanout
