@@ -33,13 +33,18 @@ struct OutgoingMessage {
   // A connection of the publishing node not to deliver to (a client
   // publishing with echo off); 0: none.
   uint64_t exclude = 0;
+  // Delivered live only: not numbered, not kept in history (Publish's
+  // skip_history).
+  bool skip_history = false;
 };
 
 // What a publish answers: its sequence number in the topic (or in the
-// broadcasts), and how many subscribers it was handed to.
+// broadcasts; 0 when not numbered), the topic's epoch, and how many
+// subscribers it was handed to.
 struct PublishResult {
   uint64_t seq = 0;
   uint64_t subscribers = 0;
+  std::string epoch;
 };
 using PublishDone = absl::AnyInvocable<void(absl::StatusOr<PublishResult>) &&>;
 

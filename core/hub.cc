@@ -15,13 +15,19 @@ Hub::Hub(const Options& options, Dispatcher* dispatcher, Broker* broker)
       registry_({.stripes = options.stripes,
                  .io_threads = dispatcher->thread_count(),
                  .max_topics = options.limits.max_topics,
-                 .on_interest = [broker](absl::string_view topic, bool active) {
-                   if (active) {
-                     broker->OnTopicActive(topic);
-                   } else {
-                     broker->OnTopicIdle(topic);
-                   }
-                 }}) {
+                 .max_retained_topics = options.limits.max_retained_topics,
+                 .topic_ttl = options.topic_ttl,
+                 .history = options.history,
+                 .max_history_bytes = options.limits.max_history_bytes,
+                 .on_interest =
+                     [broker](absl::string_view topic, bool active) {
+                       if (active) {
+                         broker->OnTopicActive(topic);
+                       } else {
+                         broker->OnTopicIdle(topic);
+                       }
+                     },
+                 .now = options.now}) {
   broker_->Attach(this, budget_.get());
 }
 
@@ -55,7 +61,11 @@ void Hub::Publish(absl::string_view topic, absl::string_view payload,
     return std::move(done)(Reject(Rejection::kPayloadTooLarge, s));
   }
   if (absl::Status s = Admit(options.admission); !s.ok()) return std::move(done)(s);
-  Hand({.topic = topic, .payload = payload, .kind = options.kind, .exclude = options.exclude},
+  Hand({.topic = topic,
+        .payload = payload,
+        .kind = options.kind,
+        .exclude = options.exclude,
+        .skip_history = options.skip_history},
        std::move(done));
 }
 
@@ -83,24 +93,26 @@ void Hub::Hand(const OutgoingMessage& m, PublishDone done) {
 }
 
 PublishResult Hub::DeliverNext(const OutgoingMessage& m) {
-  uint64_t seq;
-  std::shared_ptr<const SubscriberSnapshot> snapshot;
   if (m.broadcast) {
-    MutexLock lock(&connections_mu_);
-    seq = connections_.NextSeq();
-    snapshot = connections_.Snapshot(dispatcher_->thread_count());
-  } else {
-    // Sequence numbers are taken under the stripe lock but delivered after
-    // it: two concurrent publishes to one topic may reach a thread out of
-    // order. Backends that need strict order publish to a topic from one
-    // caller.
-    TopicRegistry::PublishPlan plan = registry_.PlanPublish(m.topic);
-    if (!plan.snapshot) return {};
-    seq = plan.seq;
-    snapshot = std::move(plan.snapshot);
+    uint64_t seq;
+    std::shared_ptr<const SubscriberSnapshot> snapshot;
+    {
+      MutexLock lock(&connections_mu_);
+      seq = connections_.NextSeq();
+      snapshot = connections_.Snapshot(dispatcher_->thread_count());
+    }
+    DeliverTo(snapshot, m, seq);
+    return {seq, snapshot->size};
   }
-  DeliverTo(snapshot, m, seq);
-  return {seq, snapshot->size};
+  // Sequence numbers are taken (and the message kept) under the stripe lock
+  // but delivered after it: two concurrent publishes to one topic may reach a
+  // thread out of order. Backends that need strict order publish to a topic
+  // from one caller.
+  TopicRegistry::PublishPlan plan =
+      registry_.PlanPublish(m.topic, m.payload, m.kind, /*numbered=*/!m.skip_history);
+  if (!plan.snapshot) return {plan.seq, 0, std::move(plan.epoch)};
+  DeliverTo(plan.snapshot, m, plan.seq, plan.epoch);
+  return {plan.seq, plan.snapshot->size, std::move(plan.epoch)};
 }
 
 uint64_t Hub::Deliver(const OutgoingMessage& m, uint64_t seq) {
@@ -122,11 +134,12 @@ uint64_t Hub::LocalSubscribers(absl::string_view topic) const {
 }
 
 void Hub::DeliverTo(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
-                    const OutgoingMessage& m, uint64_t seq) {
+                    const OutgoingMessage& m, uint64_t seq, absl::string_view epoch) {
   if (snapshot->size == 0) return;
   auto message = EncodeMessage({.topic = m.topic,
                                 .broadcast = m.broadcast,
                                 .seq = seq,
+                                .epoch = epoch,
                                 .payload = m.payload,
                                 .kind = m.kind,
                                 .json = snapshot->json_count > 0,
@@ -253,9 +266,39 @@ void Hub::NotifyObservers(absl::string_view topic, uint64_t seq, absl::string_vi
   }
 }
 
-absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber) {
+absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber,
+                            const TopicPosition* since, Recovery* recovery) {
   if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
-  return registry_.Subscribe(topic, std::move(subscriber));
+  if (broker_->clustered()) {
+    // A cluster numbers topics in JetStream; this node's registry knows
+    // neither the position nor the history.
+    if (recovery != nullptr) *recovery = Recovery{};
+    return registry_.Subscribe(topic, std::move(subscriber));
+  }
+  return registry_.Subscribe(topic, std::move(subscriber), since, recovery);
+}
+
+std::shared_ptr<const Message> Hub::EncodeKept(absl::string_view topic, absl::string_view epoch,
+                                               const HistoryEntry& entry, DeliveryFormat format) {
+  return EncodeMessage({.topic = topic,
+                        .seq = entry.seq,
+                        .epoch = epoch,
+                        .payload = entry.payload,
+                        .kind = entry.kind,
+                        .json = format == DeliveryFormat::kJson,
+                        .raw = format == DeliveryFormat::kRaw});
+}
+
+absl::StatusOr<TopicRegistry::HistoryPage> Hub::History(absl::string_view topic,
+                                                        const TopicPosition* since,
+                                                        size_t limit) {
+  if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
+  if (broker_->clustered()) {
+    return absl::FailedPreconditionError(
+        "History is not available in a cluster yet: each node keeps history in its own memory "
+        "(docs/design/cluster.md)");
+  }
+  return registry_.History(topic, since, limit);
 }
 
 void Hub::Unsubscribe(absl::string_view topic, uint64_t id) { registry_.Unsubscribe(topic, id); }

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <functional>
 #include <optional>
 
 #include "absl/strings/string_view.h"
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "core/broker.h"
 #include "core/delivery_budget.h"
+#include "core/history.h"
 #include "core/limits.h"
 #include "core/mutex.h"
 #include "core/subscriber.h"
@@ -61,6 +63,12 @@ class Hub final : public LocalDelivery {
   struct Options {
     Limits limits;
     size_t stripes = 64;
+    // How long a topic without subscribers keeps its position (and epoch).
+    absl::Duration topic_ttl = absl::Minutes(5);
+    // Which topics keep history on a standalone node.
+    HistoryConfig history;
+    // The clock of topic lifetimes and history (tests move it).
+    std::function<absl::Time()> now = [] { return absl::Now(); };
   };
   // `dispatcher` and `broker` must outlive the hub; the hub attaches itself
   // to the broker.
@@ -79,6 +87,8 @@ class Hub final : public LocalDelivery {
     // A connection the message is not delivered to (a client publishing with
     // echo off); 0: none.
     uint64_t exclude = 0;
+    // Delivered live only, without seq and epoch; never kept or replayed.
+    bool skip_history = false;
   };
   // Delivers `payload` to the subscribers of `topic`; `done` runs once, with
   // the result: inline with a standalone node's broker and for every error
@@ -130,7 +140,24 @@ class Hub final : public LocalDelivery {
   // Subscribes `subscriber` to `topic`. INVALID_ARGUMENT for a bad topic,
   // RESOURCE_EXHAUSTED when it would be a new topic beyond limits().max_topics.
   // Per-connection limits are the caller's (it knows its own topics).
-  absl::Status Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber);
+  // With `since` (a position the client saw), `recovery` receives the
+  // messages it missed, or why it cannot have them (TopicRegistry::Recovery):
+  // the caller queues them before returning to its I/O thread, and every
+  // later message comes as a live delivery after them. In a cluster nothing
+  // is recovered yet (recovered false, position unknown).
+  using Recovery = TopicRegistry::Recovery;
+  absl::Status Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber,
+                         const TopicPosition* since = nullptr, Recovery* recovery = nullptr);
+  // A kept message of `topic` encoded for one connection of `format` (a
+  // recovery's replay).
+  static std::shared_ptr<const Message> EncodeKept(absl::string_view topic,
+                                                   absl::string_view epoch,
+                                                   const HistoryEntry& entry,
+                                                   DeliveryFormat format);
+  // The kept messages of `topic` after `since` (TopicRegistry::History).
+  // FAILED_PRECONDITION in a cluster (history lives in each node's memory).
+  absl::StatusOr<TopicRegistry::HistoryPage> History(absl::string_view topic,
+                                                     const TopicPosition* since, size_t limit);
   void Unsubscribe(absl::string_view topic, uint64_t id);
 
   const Limits& limits() const { return limits_; }
@@ -145,9 +172,9 @@ class Hub final : public LocalDelivery {
   absl::Status Admit(Admission admission);
   // Counts an accepted publish and hands it to the broker.
   void Hand(const OutgoingMessage& m, PublishDone done);
-  // Encodes and posts `m` as `seq` to `snapshot`'s connections.
+  // Encodes and posts `m` as `seq` of `epoch` to `snapshot`'s connections.
   void DeliverTo(const std::shared_ptr<const SubscriberSnapshot>& snapshot,
-                 const OutgoingMessage& m, uint64_t seq);
+                 const OutgoingMessage& m, uint64_t seq, absl::string_view epoch = {});
   void ForgetUserLocked(const std::string& user, uint64_t id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(connections_mu_);
   absl::Status Reject(Rejection r, absl::Status status) {

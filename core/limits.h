@@ -22,6 +22,13 @@ struct Limits {
   // Memory that accepted, not yet written deliveries may hold (see
   // DeliveryBudget); over it, publishes are refused as overloaded.
   int64_t max_pending_publish_bytes = int64_t{64} << 20;
+  // Most topics kept without subscribers (their position for --topic_ttl,
+  // their history); beyond it a topic losing its last subscriber is
+  // forgotten at once.
+  size_t max_retained_topics = 100'000;
+  // Memory all topics' histories may hold; beyond it the oldest messages of
+  // the topic being published to go first.
+  int64_t max_history_bytes = int64_t{64} << 20;
 };
 
 }  // namespace fanout

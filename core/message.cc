@@ -96,10 +96,16 @@ std::string Base64(absl::string_view in) {
 }
 
 std::string EnvelopeBody(absl::string_view topic, bool broadcast, uint64_t seq,
-                         absl::string_view payload, PayloadKind kind) {
-  std::string head = broadcast ? absl::StrCat(R"({"broadcast":true,"seq":)", seq)
-                               // Topics are limited to an alphabet that needs no escaping.
-                               : absl::StrCat(R"({"topic":")", topic, R"(","seq":)", seq);
+                         absl::string_view epoch, absl::string_view payload, PayloadKind kind) {
+  std::string head;
+  if (broadcast) {
+    head = absl::StrCat(R"({"broadcast":true,"seq":)", seq);
+  } else {
+    // Topics and epochs are limited to an alphabet that needs no escaping.
+    head = absl::StrCat(R"({"topic":")", topic, "\"");
+    if (seq != 0) absl::StrAppend(&head, R"(,"seq":)", seq);
+    if (seq != 0 && !epoch.empty()) absl::StrAppend(&head, R"(,"epoch":")", epoch, "\"");
+  }
   switch (kind) {
     case PayloadKind::kJson:
       return absl::StrCat(head, R"(,"data":)", payload, "}");
@@ -137,8 +143,10 @@ std::string BuildCloseFrame(uint16_t code, absl::string_view reason) {
 }
 
 size_t MaxDeliveryFrameBytes(size_t max_topic_length, size_t max_payload_bytes) {
-  // {"topic":"T","seq":N,"b64":"B"} with N at most 20 digits.
-  size_t envelope = std::string_view(R"({"topic":"","seq":,"b64":""})").size() + max_topic_length + 20;
+  // {"topic":"T","seq":N,"epoch":"E","b64":"B"} with N at most 20 digits and
+  // E at most kMaxEpochLength bytes.
+  size_t envelope = std::string_view(R"({"topic":"","seq":,"epoch":"","b64":""})").size() +
+                    max_topic_length + 20 + kMaxEpochLength;
   size_t body = envelope + 4 * ((max_payload_bytes + 2) / 3);
   size_t raw = max_payload_bytes;
   return FrameHeaderSize(std::max(body, raw)) + std::max(body, raw);
@@ -159,7 +167,7 @@ std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec) {
                                                  : PayloadKind::kBinary;
   if (spec.json) {
     msg->json_frame_ = BuildFrame(
-        WsOpcode::kText, EnvelopeBody(spec.topic, spec.broadcast, spec.seq, spec.payload, kind));
+        WsOpcode::kText, EnvelopeBody(spec.topic, spec.broadcast, spec.seq, spec.epoch, spec.payload, kind));
   }
   if (spec.raw) {
     msg->raw_frame_ =

@@ -13,7 +13,8 @@ namespace fanout {
 
 // How a connection wants its deliveries (the `format` URL parameter).
 enum class DeliveryFormat : uint8_t {
-  // One JSON text frame: {"topic":"t","seq":1,"data"|"text"|"b64":...}.
+  // One JSON text frame:
+  // {"topic":"t","seq":1,"epoch":"E","data"|"text"|"b64":...}.
   kJson = 0,
   // The exact payload bytes: a text frame when UTF-8, a binary frame otherwise.
   kRaw = 1,
@@ -33,7 +34,9 @@ PayloadKind ClassifyPayload(absl::string_view payload);
 struct MessageSpec {
   absl::string_view topic;  // ignored for a broadcast
   bool broadcast = false;   // the envelope then says "broadcast":true
+  // A topic's message: 0 (skip_history) leaves out "seq" and "epoch".
   uint64_t seq = 0;
+  absl::string_view epoch;  // the topic's epoch; empty: not written
   absl::string_view payload;
   // How the payload is carried: kJson (embedded as "data", and must be one
   // valid JSON value), kText ("text"; valid UTF-8, sent as a text frame to
@@ -45,6 +48,10 @@ struct MessageSpec {
   // When set, the message is charged to it for as long as it lives.
   std::shared_ptr<DeliveryBudget> budget;
 };
+
+// The longest epoch a topic can have (a standalone node's are 10-15 bytes; a
+// cluster's come from JetStream and are checked against this).
+inline constexpr size_t kMaxEpochLength = 64;
 
 // Returns a complete, unmasked, unfragmented server WebSocket frame.
 std::string BuildFrame(WsOpcode opcode, absl::string_view payload);

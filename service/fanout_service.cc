@@ -58,15 +58,44 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::Publish(grpc::CallbackServerContext
   // Answered when the broker has numbered the message: at once on a
   // standalone node, after JetStream's acknowledgement in a cluster.
   AsyncUnary call(ctx);
-  hub_->Publish(req->topic(), req->payload(), {},
+  hub_->Publish(req->topic(), req->payload(), {.skip_history = req->skip_history()},
                 call.Finisher([resp](absl::StatusOr<PublishResult> result) {
                   if (result.ok()) {
                     resp->set_seq(result->seq);
                     resp->set_subscribers(result->subscribers);
+                    resp->set_epoch(std::move(result->epoch));
                   }
                   return result.status();
                 }));
   return call.Return();
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::History(grpc::CallbackServerContext* ctx,
+                                                     const v1::HistoryRequest* req,
+                                                     v1::HistoryResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
+  if (req->limit() < 0 || req->limit() > 1000) {
+    return Finish(ctx, absl::InvalidArgumentError("limit must be 0 to 1000"));
+  }
+  if (req->since().epoch().size() > kMaxEpochLength) {
+    return Finish(ctx, absl::InvalidArgumentError("since.epoch is not an epoch of this node"));
+  }
+  TopicPosition since{req->since().seq(), req->since().epoch()};
+  auto page = hub_->History(req->topic(), req->has_since() ? &since : nullptr,
+                            req->limit() == 0 ? 100 : static_cast<size_t>(req->limit()));
+  if (!page.ok()) return Finish(ctx, page.status());
+  if (page->known) {
+    resp->mutable_position()->set_seq(page->position.seq);
+    resp->mutable_position()->set_epoch(page->position.epoch);
+  }
+  for (const auto& e : page->entries) {
+    v1::HistoryMessage* m = resp->add_messages();
+    m->set_seq(e->seq);
+    m->set_payload(e->payload);
+    SetTimestamp(e->at, m->mutable_published_at());
+  }
+  resp->set_complete(page->complete);
+  return Finish(ctx, absl::OkStatus());
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,

@@ -99,6 +99,9 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   grpc::ServerUnaryReactor* GetConnection(grpc::CallbackServerContext* ctx,
                                           const v1::GetConnectionRequest* req,
                                           v1::Connection* resp) override;
+  grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
+                                    const v1::HistoryRequest* req,
+                                    v1::HistoryResponse* resp) override;
 
   // Ends open PublishStream calls with UNAVAILABLE (Watch streams end through
   // the hub's observers). Called once shutdown has begun.

@@ -422,7 +422,8 @@ void FanoutServiceImpl::PublishOne(const v1::PublishRequest& req, v1::PublishRes
     result->set_error("node is shutting down");
     return std::move(done)();
   }
-  hub_->Publish(req.topic(), req.payload(), {.admission = admission},
+  hub_->Publish(req.topic(), req.payload(),
+                {.admission = admission, .skip_history = req.skip_history()},
                 [result, done = std::move(done)](absl::StatusOr<PublishResult> r) mutable {
                   if (r.ok()) {
                     result->set_seq(r->seq);

@@ -98,6 +98,18 @@ ABSL_FLAG(int, nats_replicas, 3,
           "Replicas of the JetStream stream FANOUT that numbers publishes, when this node creates "
           "it (1 for a single nats-server)");
 ABSL_FLAG(int, nats_publish_workers, 8, "Threads publishing into JetStream (topics committing at once)");
+ABSL_FLAG(int64_t, history_size, 0,
+          "Messages each topic keeps for recovery (standalone node; 0: no history)");
+ABSL_FLAG(absl::Duration, history_ttl, absl::Minutes(10), "How long a kept message stays, e.g. 600s or 10m");
+ABSL_FLAG(std::string, history, "",
+          "History by pattern, first match wins: PATTERN:SIZE:TTL,... e.g. chat.>:100:10m,news.*:10:1h");
+ABSL_FLAG(absl::Duration, topic_ttl, absl::Minutes(5),
+          "How long a topic without subscribers keeps its position (seq and epoch)");
+ABSL_FLAG(int64_t, max_retained_topics, 100000,
+          "Most topics kept without subscribers; beyond it a topic is forgotten when its last "
+          "subscriber leaves");
+ABSL_FLAG(int64_t, max_history_bytes, int64_t{64} << 20,
+          "Memory all topics' history may hold; beyond it the oldest messages go first");
 
 namespace {
 
@@ -116,7 +128,8 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
       "jwt_secret_file", "jwt_public_key_file", "jwt_jwks_file", "jwt_issuer", "jwt_audience",
       "jwt_leeway", "allow_anonymous", "anonymous_subscribe", "anonymous_publish",
       "grpc_token_file", "grpc_publish_token_file", "tls_cert_file", "tls_key_file",
-      "tls_client_ca_file", "nats", "nats_replicas", "nats_publish_workers"};
+      "tls_client_ca_file", "nats", "nats_replicas", "nats_publish_workers", "history_size",
+      "history_ttl", "history", "topic_ttl", "max_retained_topics", "max_history_bytes"};
   for (const char* name : kNames) {
     std::string env = absl::StrCat("FANOUT_", absl::AsciiStrToUpper(name));
     if (const char* value = std::getenv(env.c_str())) storage->push_back(absl::StrCat("--", name, "=", value));
@@ -185,6 +198,14 @@ int main(int argc, char** argv) {
   options.limits.max_topics = Positive(absl::GetFlag(FLAGS_max_topics), "max_topics");
   options.limits.max_pending_publish_bytes = static_cast<int64_t>(
       Positive(absl::GetFlag(FLAGS_max_pending_publish_bytes), "max_pending_publish_bytes"));
+  if (absl::GetFlag(FLAGS_history_size) < 0) Die("--history_size must be 0 or more");
+  if (absl::GetFlag(FLAGS_history_ttl) < absl::ZeroDuration()) Die("--history_ttl must not be negative");
+  if (absl::GetFlag(FLAGS_topic_ttl) < absl::ZeroDuration()) Die("--topic_ttl must not be negative");
+  if (absl::GetFlag(FLAGS_max_retained_topics) < 0) Die("--max_retained_topics must be 0 or more");
+  options.topic_ttl = absl::GetFlag(FLAGS_topic_ttl);
+  options.limits.max_retained_topics = static_cast<size_t>(absl::GetFlag(FLAGS_max_retained_topics));
+  options.limits.max_history_bytes = static_cast<int64_t>(
+      Positive(absl::GetFlag(FLAGS_max_history_bytes), "max_history_bytes"));
   options.watch.max_bytes = static_cast<int64_t>(
       Positive(absl::GetFlag(FLAGS_max_watch_queue_bytes), "max_watch_queue_bytes"));
   options.watch.max_messages =
@@ -193,6 +214,14 @@ int main(int argc, char** argv) {
   options.limits.max_subscriptions_per_connection =
       Positive(absl::GetFlag(FLAGS_max_subscriptions_per_connection), "max_subscriptions_per_connection");
   options.limits.max_topic_length = Positive(absl::GetFlag(FLAGS_max_topic_length), "max_topic_length");
+  {
+    auto history = fanout::HistoryConfig::Parse(
+        {.size = static_cast<size_t>(absl::GetFlag(FLAGS_history_size)),
+         .ttl = absl::GetFlag(FLAGS_history_ttl)},
+        absl::GetFlag(FLAGS_history), options.limits.max_topic_length);
+    if (!history.ok()) Die(std::string(history.status().message()));
+    options.history = *std::move(history);
+  }
   options.limits.max_payload_bytes = Positive(absl::GetFlag(FLAGS_max_payload_bytes), "max_payload_bytes");
   if (options.limits.max_payload_bytes > (512u << 20)) Die("--max_payload_bytes must be at most 512 MiB");
   options.ws.max_outbound_queue_bytes =

@@ -113,7 +113,10 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
     node->broker_ = std::move(*broker);
   }
   node->hub_ = std::make_unique<Hub>(
-      Hub::Options{.limits = options.limits, .stripes = options.registry_stripes},
+      Hub::Options{.limits = options.limits,
+                   .stripes = options.registry_stripes,
+                   .topic_ttl = options.topic_ttl,
+                   .history = options.history},
       node->pool_.get(), node->broker_.get());
   for (int i = 0; i < node->pool_->thread_count(); ++i) {
     node->hub_->budget().AddThreadCounter(&node->pool_->thread(i).stats.queued_budget_bytes);
@@ -281,6 +284,18 @@ void Node::AppendMetrics(std::string* out) const {
          hub_->registry().topic_count());
   metric("gauge", "fanout_subscriptions", "Subscriptions over all connections.",
          hub_->registry().subscription_count());
+  metric("gauge", "fanout_topics_retained",
+         "Topics without subscribers that keep their position (--topic_ttl) or history.",
+         hub_->registry().retained_count());
+  metric("gauge", "fanout_history_messages", "Messages kept in topic histories.",
+         hub_->registry().history_messages());
+  metric("gauge", "fanout_history_bytes", "Memory held by topic histories.",
+         hub_->registry().history_bytes());
+  metric("gauge", "fanout_history_bytes_limit", "--max_history_bytes.",
+         hub_->limits().max_history_bytes);
+  metric("counter", "fanout_history_evicted_total",
+         "Kept messages dropped early to stay within --max_history_bytes.",
+         hub_->registry().history_evicted());
   metric("counter", "fanout_messages_in_total", "Messages published (Publish and Broadcast).",
          hub_->messages_in());
   metric("counter", "fanout_bytes_in_total", "Payload bytes published.", hub_->bytes_in());

@@ -11,6 +11,7 @@
 #include "auth/authority.h"
 #include "core/broker.h"
 #include "core/hub.h"
+#include "core/history.h"
 #include "core/limits.h"
 #include "core/mutex.h"
 #include "service/fanout_service.h"
@@ -51,6 +52,10 @@ struct NodeOptions {
   int nats_replicas = 3;
   // Threads that publish into JetStream (topics committing at once).
   int nats_publish_workers = 8;
+  // How long a topic without subscribers keeps its position.
+  absl::Duration topic_ttl = absl::Minutes(5);
+  // Which topics keep history (standalone nodes).
+  HistoryConfig history;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.

@@ -54,6 +54,33 @@ std::optional<ControlError> ParseTopic(const json::object& obj, size_t max_topic
   return std::nullopt;
 }
 
+// subscribe's optional {"seq":N,"epoch":"E"}.
+std::optional<ControlError> ParseSince(const json::object& obj, std::optional<TopicPosition>* out) {
+  const json::value* since = obj.if_contains("since");
+  if (since == nullptr || since->is_null()) return std::nullopt;
+  ControlError bad{"invalid_message",
+                   R"('since' must be {"seq":N,"epoch":"..."}, as a delivery or reply gave them)"};
+  const json::object* o = since->if_object();
+  if (o == nullptr) return bad;
+  const json::value* seq = o->if_contains("seq");
+  const json::value* epoch = o->if_contains("epoch");
+  if (seq == nullptr || epoch == nullptr || !epoch->is_string() ||
+      epoch->get_string().size() > kMaxEpochLength) {
+    return bad;
+  }
+  TopicPosition p;
+  if (seq->is_uint64()) {
+    p.seq = seq->get_uint64();
+  } else if (seq->is_int64() && seq->get_int64() >= 0) {
+    p.seq = static_cast<uint64_t>(seq->get_int64());
+  } else {
+    return bad;
+  }
+  p.epoch = std::string(View(epoch->get_string()));
+  *out = std::move(p);
+  return std::nullopt;
+}
+
 std::optional<ControlError> ParsePayload(const json::object& obj, ControlMessage* m) {
   // Exactly one of data (any JSON value), text (a string) and b64.
   const json::value* data = obj.if_contains("data");
@@ -144,6 +171,7 @@ ControlMessage ParseControlMessage(absl::string_view text, size_t max_topic_leng
     return m;
   }
   m.invalid = ParseTopic(*obj, max_topic_length, &m.topic);
+  if (!m.invalid && m.op == ControlOp::kSubscribe) m.invalid = ParseSince(*obj, &m.since);
   if (m.invalid || m.op != ControlOp::kPublish) return m;
   m.invalid_payload = ParsePayload(*obj, &m);
   return m;

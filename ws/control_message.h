@@ -9,6 +9,7 @@
 #include <boost/json/value.hpp>
 
 #include "absl/strings/string_view.h"
+#include "core/history.h"
 #include "core/message.h"
 
 namespace fanout {
@@ -30,7 +31,7 @@ enum class ControlOp : uint8_t { kUnknown, kSubscribe, kUnsubscribe, kPublish, k
 //      op; for auth and refresh, no token.
 //   2. (session) authentication; a ping needs nothing more.
 //   3. `invalid`: an unknown op; subscribe, unsubscribe or publish without a
-//      valid topic.
+//      valid topic; a subscribe whose `since` is not {"seq":N,"epoch":"E"}.
 //   4. (session) the publish permission.
 //   5. `invalid_payload`: a publish without exactly one valid `data`,
 //      `text` or `b64` (`data` with a number out of range is not valid), or
@@ -43,6 +44,9 @@ struct ControlMessage {
   std::string token;  // auth, refresh: never empty
   std::optional<ControlError> invalid;
   std::string topic;  // subscribe, unsubscribe, publish: a valid topic
+  // subscribe: the position the client saw last ({"seq":N,"epoch":"..."}),
+  // to recover what it missed since.
+  std::optional<TopicPosition> since;
   std::optional<ControlError> invalid_payload;
   // publish: the payload's bytes (`data` serialized, `text` as it is, `b64`
   // decoded) and kind, and whether the sender receives it too.

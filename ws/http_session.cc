@@ -229,7 +229,7 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
                                                : WsFrontEnd::Reject::kBadRequest);
     return Respond(refusal->status, std::move(refusal->body));
   }
-  auto& [topics, format, token, raw_publish] = std::get<UpgradeParams>(parsed);
+  auto& [topics, format, token, raw_publish, since] = std::get<UpgradeParams>(parsed);
 
   // Who is this? A token on the URL or in an Authorization header, the
   // node's anonymous rules, or (when the node requires tokens) the first
@@ -320,6 +320,7 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
   WsFrontEnd* fe = front_end_;
   session->Start({.response = std::move(response),
                   .topics = std::move(topics),
+                  .since = std::move(since),
                   .early = std::move(early),
                   .grant = std::move(grant),
                   .raw_publish_topic = std::move(raw_publish),

@@ -8,6 +8,7 @@
 
 #include <boost/url/url_view.hpp>
 
+#include "core/history.h"
 #include "core/message.h"
 
 namespace fanout {
@@ -18,6 +19,9 @@ struct UpgradeParams {
   DeliveryFormat format = DeliveryFormat::kJson;  // format=json|raw
   std::string token;                              // token= (the last one)
   std::string raw_publish;                        // publish=: raw hub mode's topic
+  // since=TOPIC:SEQ:EPOCH,...: where the client stood on topics it names
+  // in topics= (the last one per topic).
+  std::vector<std::pair<std::string, TopicPosition>> since;
 };
 
 // Why a request is refused: an HTTP status and the one-line body (ending in
@@ -35,7 +39,8 @@ struct UpgradeLimits {
 
 // Reads the query of a /ws request's target: the first invalid topic or
 // format refuses it, then too many topics, then publish= without
-// format=raw. Parameters it does not know are ignored. Nothing is checked
+// format=raw, then a since= entry that is not TOPIC:SEQ:EPOCH for a topic of
+// topics=. Parameters it does not know are ignored. Nothing is checked
 // against permissions or tokens here.
 // Thread: safe from any thread (no state).
 std::variant<UpgradeParams, UpgradeRefusal> ParseUpgradeParams(const boost::urls::url_view& target,

@@ -40,6 +40,22 @@ WsSession::WsSession(Socket socket, Identity identity, WsFrontEnd* front_end, Io
 
 WsSession::~WsSession() = default;
 
+namespace {
+
+// What a subscribe with `since` adds to its answer: "recovered", and where
+// the topic stands when nothing can be replayed.
+std::string RecoveryFields(const Hub::Recovery& r) {
+  if (r.recovered) return R"("recovered":true)";
+  // Epochs are made of characters that need no escaping (checked when a
+  // client names one, made so by the node otherwise); a cluster does not
+  // know the position yet.
+  if (r.position.epoch.empty()) return R"("recovered":false)";
+  return absl::StrCat(R"("recovered":false,"position":{"seq":)", r.position.seq,
+                      R"(,"epoch":")", r.position.epoch, R"("})");
+}
+
+}  // namespace
+
 void WsSession::Start(StartParams params) {
   auto self = shared_from_this();
   thread_->sessions.insert(this);
@@ -54,8 +70,15 @@ void WsSession::Start(StartParams params) {
     auth_deadline_ = Clock::now() +
                      absl::ToChronoMilliseconds(front_end_->options().handshake_timeout);
   }
+  std::vector<std::pair<std::string, Hub::Recovery>> recoveries;
   for (auto& t : params.topics) {
-    if (absl::Status s = SubscribeOnIoThread(t); !s.ok()) {
+    const TopicPosition* since = nullptr;
+    for (const auto& [topic, pos] : params.since) {
+      if (topic == t) since = &pos;  // the last one counts
+    }
+    Hub::Recovery recovery;
+    const bool fresh = !topics_.contains(t);
+    if (absl::Status s = SubscribeOnIoThread(t, since, &recovery); !s.ok()) {
       // Refused before the 101: the client gets an HTTP answer saying why.
       Unregister();
       phase_ = Phase::kClosing;
@@ -68,10 +91,19 @@ void WsSession::Start(StartParams params) {
                                                          front_end_->options().handshake_timeout));
       return WaitRead();
     }
+    if (since != nullptr && fresh) recoveries.emplace_back(t, std::move(recovery));
   }
   front_end_->CountAccepted();
   EnqueueOwned(std::move(params.response), /*bypass_limit=*/true);
   if (phase_ == Phase::kClosed) return;  // the client is gone already
+  // since=: for each topic, a notice of what was recovered, then the missed
+  // messages, before any live one.
+  for (const auto& [topic, recovery] : recoveries) {
+    Reply(absl::StrCat(R"({"op":"recovery","topic":")", topic, R"(",)", RecoveryFields(recovery),
+                       "}"));
+    Replay(topic, recovery);
+    if (phase_ != Phase::kOpen) return;
+  }
   ScheduleKeepAlive();
   if (!params.early.empty()) {
     last_read_ = Clock::now();
@@ -309,12 +341,22 @@ void WsSession::HandleControl(absl::string_view text) {
     if (!permissions_->MaySubscribe(topic)) {
       return fail("permission_denied", absl::StrCat("not permitted to subscribe to '", topic, "'"));
     }
+    const bool already = topics_.contains(topic);
     bool at_connection_limit =
-        !topics_.contains(topic) &&
-        topics_.size() >= front_end_->hub().limits().max_subscriptions_per_connection;
-    if (absl::Status s = SubscribeOnIoThread(topic); !s.ok()) {
+        !already && topics_.size() >= front_end_->hub().limits().max_subscriptions_per_connection;
+    Hub::Recovery recovery;
+    const TopicPosition* since = m.since && !already ? &*m.since : nullptr;
+    if (absl::Status s = SubscribeOnIoThread(topic, since, &recovery); !s.ok()) {
       return fail(at_connection_limit ? "too_many_subscriptions" : "too_many_topics", s.message());
     }
+    if (since == nullptr) return Reply(OkReply(m.id));
+    // The answer first, then what was missed; live messages follow (they are
+    // posted to this thread, so they run after this handler).
+    std::string reply = OkReply(m.id);
+    reply.pop_back();
+    absl::StrAppend(&reply, ",", RecoveryFields(recovery), "}");
+    Reply(std::move(reply));
+    return Replay(topic, recovery);
   } else {
     UnsubscribeOnIoThread(topic);
   }
@@ -397,7 +439,8 @@ void WsSession::HandlePublish(const ControlMessage& m) {
 
 // ----------------------------------------------------------- subscriptions
 
-absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic) {
+absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic, const TopicPosition* since,
+                                            Hub::Recovery* recovery) {
   if (topics_.contains(topic)) return absl::OkStatus();
   size_t limit = front_end_->hub().limits().max_subscriptions_per_connection;
   if (topics_.size() >= limit) {
@@ -405,10 +448,22 @@ absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic) {
         absl::StrCat("this connection already has the limit of ", limit, " topics"));
   }
   // The topic was validated by the caller.
-  if (absl::Status s = front_end_->hub().Subscribe(topic, shared_from_this()); !s.ok()) return s;
+  if (absl::Status s = front_end_->hub().Subscribe(topic, shared_from_this(), since, recovery);
+      !s.ok()) {
+    return s;
+  }
   topics_.emplace(topic);
   return absl::OkStatus();
 }
+
+void WsSession::Replay(absl::string_view topic, const Hub::Recovery& recovery) {
+  for (const auto& entry : recovery.missed) {
+    DeliverOnIoThread(
+        Hub::EncodeKept(topic, recovery.position.epoch, *entry, identity().format));
+    if (phase_ != Phase::kOpen) return;  // cut off as a slow consumer
+  }
+}
+
 
 bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
   auto it = topics_.find(topic);

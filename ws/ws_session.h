@@ -58,6 +58,8 @@ class WsSession final : public Subscriber,
   struct StartParams {
     std::string response;             // the 101 response
     std::vector<std::string> topics;  // validated and permitted
+    // since=: positions to recover from, for topics of `topics`.
+    std::vector<std::pair<std::string, TopicPosition>> since;
     std::string early;                // bytes the client sent behind its request
     // Who the client is. Unset: it must authenticate with its first control
     // message, within --handshake_timeout (close 4001 otherwise); until
@@ -133,7 +135,12 @@ class WsSession final : public Subscriber,
 
   // -- Subscriptions --
   // Subscribes (once); RESOURCE_EXHAUSTED at the per-connection or node limit.
-  absl::Status SubscribeOnIoThread(absl::string_view topic);
+  // With `since`, `recovery` receives what Hub::Subscribe found; the caller
+  // answers, then queues the missed messages with Replay (before anything
+  // else runs on this thread, so that live deliveries follow them).
+  absl::Status SubscribeOnIoThread(absl::string_view topic, const TopicPosition* since = nullptr,
+                                   Hub::Recovery* recovery = nullptr);
+  void Replay(absl::string_view topic, const Hub::Recovery& recovery);
   // Returns true when the connection was on the topic.
   bool UnsubscribeOnIoThread(absl::string_view topic);
 

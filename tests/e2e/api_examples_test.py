@@ -17,6 +17,7 @@ How the page's examples map onto a node:
   which also starts a fresh node:
 
       <!-- api-examples setup
+      flags --history_size=10     flags the node starts with (any step order)
       client news,alerts          a WebSocket client: ws://WS/ws?topics=news,alerts
       run COMMAND                 a shell command (same PATH and directory), must succeed
       -->
@@ -124,22 +125,31 @@ def parse_doc(text):
 
 CONNECTION_ID_IN_COMMAND = re.compile(r'("connection_id"\s*:\s*")(\d+)(")')
 CONNECTION_ID_IN_OUTPUT = re.compile(r'("connectionId": ")(\d+)(")')
+# A topic's epoch is the node's boot id (8 hex digits, new at every start)
+# and a counter. The page's commands use the boot id its outputs show; the
+# test replaces it with the real node's, learnt from the first output that
+# shows an epoch, as a reader copies the epoch grpcurl printed.
+DOC_BOOT_ID = "5f3c9a1e"
+EPOCH_IN_OUTPUT = re.compile(r'"epoch": "([0-9a-f]{8})-')
 
 
 class Node:
     """A fresh fanoutd, its WebSocket clients and a scratch directory."""
 
-    def __init__(self, binary, bin_dir, name):
-        self.server = Fanoutd(binary, name)
+    def __init__(self, binary, bin_dir, name, flags=()):
+        self.server = Fanoutd(binary, name, extra_args=flags)
         self.bin_dir = bin_dir
         self.cwd = tempfile.mkdtemp(prefix="fanout-api-examples-")
         self.clients = []   # websockets connections, client k at index k-1
         self.ids = {}       # documented id -> real id, both strings
+        self.boot_id = None  # the real node's part of every epoch, once seen
         addresses = self.server.ready_line()
         self.grpc, self.ws = addresses["grpc"], addresses["ws"]
 
     def substitute(self, command):
         command = command.replace(DOC_ADDRESS, self.grpc)
+        if self.boot_id:
+            command = command.replace(DOC_BOOT_ID, self.boot_id)
         return CONNECTION_ID_IN_COMMAND.sub(
             lambda m: m.group(1) + self.ids.get(m.group(2), m.group(2)) + m.group(3), command)
 
@@ -154,7 +164,11 @@ class Node:
         return await finish_command(proc, timeout)
 
     async def run(self, command, timeout=TIMEOUT):
-        return await self.finish(await self.start(self.substitute(command)), timeout)
+        code, out, err = await self.finish(await self.start(self.substitute(command)), timeout)
+        m = EPOCH_IN_OUTPUT.search(out)
+        if m and not self.boot_id:
+            self.boot_id = m.group(1)
+        return code, out, err
 
     async def setup(self, steps):
         for step in steps:
@@ -166,6 +180,8 @@ class Node:
                 ws = await asyncio.wait_for(
                     websockets.connect(f"ws://{self.ws}/ws?topics={topics}"), TIMEOUT)
                 self.clients.append((ws, topics.split(",")[0]))
+            elif verb == "flags":
+                continue  # the node was started with them
             elif verb == "run":
                 code, out, err = await self.run(arg)
                 if code != 0:
@@ -284,7 +300,9 @@ async def run_section(binary, bin_dir, section, results):
                     raise Fatal(f"api.md:{block.line}: a concurrent block follows a setup")
                 if node:
                     await close_node(node, section, results)
-                node = Node(binary, bin_dir, "api-examples")
+                flags = [f for step in pending_setup if step.startswith("flags ")
+                         for f in shlex.split(step[len("flags "):])]
+                node = Node(binary, bin_dir, "api-examples", flags)
                 await node.setup(pending_setup)
                 pending_setup = None
             if block.concurrent:

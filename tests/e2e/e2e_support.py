@@ -10,6 +10,7 @@ this module from there.
 
 import asyncio
 import difflib
+import importlib
 import json
 import os
 import queue
@@ -17,6 +18,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 
@@ -24,6 +26,20 @@ TIMEOUT = 10.0  # seconds; bounds every single wait in a test
 GRPCURL_STANDIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grpcurl_standin.py")
 DOC_GRPC_ADDRESS = "127.0.0.1:50051"  # what the pages show: `make run`'s addresses
 DOC_WS_ADDRESS = "127.0.0.1:8080"
+PROTO_ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                           "proto"))
+GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
+
+
+def compile_fanout_proto(tmp):
+    """fanout.proto's Python modules (Debian's protoc and grpc plugin), built
+    into `tmp` and imported: (fanout_pb2, fanout_pb2_grpc)."""
+    subprocess.run(["protoc", f"-I{PROTO_ROOT}", f"--python_out={tmp}", f"--grpc_python_out={tmp}",
+                    f"--plugin=protoc-gen-grpc_python={GRPC_PYTHON_PLUGIN}",
+                    "fanout/v1/fanout.proto"], check=True, timeout=TIMEOUT)
+    sys.path.insert(0, tmp)
+    return (importlib.import_module("fanout.v1.fanout_pb2"),
+            importlib.import_module("fanout.v1.fanout_pb2_grpc"))
 
 
 class Results:
@@ -226,9 +242,11 @@ GRPC_CODES = {  # grpc-go's names, as grpcurl prints them
 }
 
 # Before comparing, volatile values are masked on both sides: timestamps, the
-# port of `remoteAddress`, `nodeId`, and the lines `uptimeSeconds` and
-# `queuedBytes`. `...text...` in the page's output matches anything.
+# port of `remoteAddress`, `nodeId`, a topic's `epoch` (it changes with every
+# start of a node), and the lines `uptimeSeconds` and `queuedBytes`.
+# `...text...` in the page's output matches anything.
 VOLATILE = [
+    (re.compile(r'("epoch": ?)"[^"]*"'), r'\1"<epoch>"'),
     (re.compile(r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z"'), '"<time>"'),
     (re.compile(r'("remoteAddress": "[^"]*:)\d+"'), r'\1<port>"'),
     (re.compile(r'("nodeId": )"[^"]*"'), r'\1"<node>"'),

@@ -38,8 +38,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import e2e_support  # noqa: E402
 from e2e_support import (DOC_GRPC_ADDRESS, DOC_WS_ADDRESS, TIMEOUT, Fanoutd, Fatal,  # noqa: E402
-                         Results, diff, expected_status, make_bin_dir, output_matches,
-                         parse_console_block, run_command)
+                         Results, diff, expected_status, make_bin_dir, normalize,
+                         output_matches, parse_console_block, run_command)
 
 GRPC_PROTO_ROOT = "/usr/share/grpc-proto"
 REFLECTION_PROTO = "grpc/reflection/v1alpha/reflection.proto"
@@ -67,6 +67,7 @@ FANOUT_METHODS = {
     "Unsubscribe": ("fanout.v1.UnsubscribeRequest", "fanout.v1.UnsubscribeResponse",
                     False, False),
     "GetConnection": ("fanout.v1.GetConnectionRequest", "fanout.v1.Connection", False, False),
+    "History": ("fanout.v1.HistoryRequest", "fanout.v1.HistoryResponse", False, False),
 }
 # The rpcs' messages, and the messages they contain.
 FANOUT_MESSAGES = sorted({t for m in FANOUT_METHODS.values() for t in m[:2]} | {
@@ -141,7 +142,7 @@ async def replay_readme(addresses, tmp, results):
                 got = await asyncio.wait_for(subscriber.recv(), TIMEOUT)
             except asyncio.TimeoutError:
                 got = f"nothing within {TIMEOUT}s"
-            results.expect_eq(name, got, want)
+            results.expect_eq(name, normalize(got), normalize(want))
             continue
         example = item[1]
         name = f"README.md:{example.line}: {example.command.split(chr(10))[0][:90]}"

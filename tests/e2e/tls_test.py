@@ -12,7 +12,6 @@ signed and one another CA signed.
 
 import asyncio
 import http.client
-import importlib
 import json
 import os
 import shutil
@@ -28,10 +27,8 @@ import grpc
 import websockets
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from e2e_support import TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
+from e2e_support import compile_fanout_proto, TIMEOUT, Fanoutd, Fatal, Results  # noqa: E402
 
-PROTO_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "proto")
-GRPC_PYTHON_PLUGIN = "/usr/bin/grpc_python_plugin"
 
 
 def openssl(*args):
@@ -77,14 +74,6 @@ def der_of(pem_file):
     with open(pem_file) as f:
         return ssl.PEM_cert_to_DER_cert(f.read())
 
-
-def compile_fanout_proto(tmp):
-    subprocess.run(["protoc", f"-I{PROTO_ROOT}", f"--python_out={tmp}", f"--grpc_python_out={tmp}",
-                    f"--plugin=protoc-gen-grpc_python={GRPC_PYTHON_PLUGIN}",
-                    "fanout/v1/fanout.proto"], check=True, timeout=TIMEOUT)
-    sys.path.insert(0, tmp)
-    return (importlib.import_module("fanout.v1.fanout_pb2"),
-            importlib.import_module("fanout.v1.fanout_pb2_grpc"))
 
 
 def https_get(address, path, ca):

@@ -4,6 +4,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <sys/resource.h>
@@ -27,6 +28,17 @@ namespace fanout {
 using ::fanout::testing::FanoutdProcess;
 using ::fanout::testing::WsClient;
 namespace v1 = ::fanout::v1;
+
+// A delivery's JSON envelope without its `"epoch":"..."` field, which differs
+// from run to run, so that tests can compare envelopes exactly.
+inline std::string WithoutEpoch(std::string envelope) {
+  constexpr std::string_view kEpoch = R"(,"epoch":")";
+  size_t at = envelope.find(kEpoch);
+  if (at == std::string::npos) return envelope;
+  size_t end = envelope.find('"', at + kEpoch.size());
+  if (end != std::string::npos) envelope.erase(at, end + 1 - at);
+  return envelope;
+}
 
 // Starts a real fanoutd per test and offers its clients.
 inline boost::json::value Json(const std::string& s) { return boost::json::parse(s); }

@@ -1,5 +1,7 @@
 #include "tests/testing/ws_client.h"
 
+#include <string_view>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/buffers_to_string.hpp>
@@ -97,7 +99,18 @@ absl::StatusOr<WsClient::Frame> WsClient::Read(absl::Duration timeout) {
     close_reason_ = std::string(ws_.reason().reason.c_str());
   }
   if (!s.ok()) return s;
-  return Frame{ws_.got_text(), beast::buffers_to_string(buffer_.data())};
+  Frame f{ws_.got_text(), beast::buffers_to_string(buffer_.data())};
+  f.raw = f.data;
+  constexpr std::string_view kEpoch = R"(,"epoch":")";
+  size_t at = f.data.find(kEpoch);
+  if (f.text && f.data.rfind(R"({"topic":")", 0) == 0 && at != std::string::npos) {
+    size_t end = f.data.find('"', at + kEpoch.size());
+    if (end != std::string::npos) {
+      f.epoch = f.data.substr(at + kEpoch.size(), end - at - kEpoch.size());
+      f.data.erase(at, end + 1 - at);
+    }
+  }
+  return f;
 }
 
 absl::StatusOr<std::string> WsClient::Request(const std::string& json, absl::Duration timeout) {

@@ -21,7 +21,11 @@ class WsClient {
  public:
   struct Frame {
     bool text = true;
+    // The frame's bytes, but a delivery's `"epoch":"..."` field, which
+    // differs from run to run (so tests can compare envelopes exactly).
     std::string data;
+    std::string epoch;  // that field's value; empty when there was none
+    std::string raw;    // the bytes exactly as received
   };
   // Why the server refused an upgrade or closed the connection.
   struct Refusal {
