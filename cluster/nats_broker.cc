@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cluster/nats_subjects.h"
+#include "core/topic_pattern.h"
 #include "spdlog/spdlog.h"
 
 namespace fanout {
@@ -85,8 +86,11 @@ const char* Header(natsMsg* msg, const char* key) {
 // Freed by libnats' completion callback, after the last message was handled.
 struct NatsBroker::Interest {
   NatsBroker* broker;
-  std::string topic;  // empty for the broadcasts
+  std::string topic;  // empty for the broadcasts; or a pattern
   natsSubscription* sub = nullptr;
+  // A pattern's subscription (a NATS wildcard): each message names its
+  // topic in its subject.
+  bool pattern = false;
 };
 
 // A publish thread with its own queue; a topic always goes to the same one,
@@ -542,7 +546,7 @@ void NatsBroker::RunInterest() {
 
 void NatsBroker::Subscribe(const std::string& topic) {
   if (interests_.contains(topic)) return;
-  auto* interest = new Interest{this, topic};
+  auto* interest = new Interest{this, topic, nullptr, IsPattern(topic)};
   std::string subject = DeliverySubject(topic);
   natsStatus s = natsConnection_Subscribe(&interest->sub, nc_, subject.c_str(),
                                           &NatsBroker::OnMessage, interest);
@@ -591,13 +595,29 @@ void NatsBroker::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, voi
       }
       int len = natsMsg_GetDataLength(msg);
       const char* data = natsMsg_GetData(msg);
-      self->delivery_->Deliver(
-          {.topic = interest->topic,
-           .broadcast = interest->topic.empty(),
-           .payload = absl::string_view(data == nullptr ? "" : data, static_cast<size_t>(len)),
-           .kind = KindOf(Header(msg, kKindHeader)),
-           .exclude = exclude},
-          seq);
+      // The stream's position of the message (JetStream's republish header):
+      // a node whose topic and pattern subscriptions both match gets it twice.
+      uint64_t stream_seq = 0;
+      if (const char* s = Header(msg, "Nats-Sequence"); s == nullptr || !absl::SimpleAtoi(s, &stream_seq)) {
+        stream_seq = 0;
+      }
+      std::string topic;
+      bool broadcast = false;
+      if (interest->pattern &&
+          (!TopicOfSubject(natsMsg_GetSubject(msg), &topic, &broadcast) || broadcast)) {
+        topic.clear();
+      }
+      const std::string& named = interest->pattern ? topic : interest->topic;
+      if (!interest->pattern || !named.empty()) {
+        self->delivery_->Deliver(
+            {.topic = named,
+             .broadcast = named.empty(),
+             .payload = absl::string_view(data == nullptr ? "" : data, static_cast<size_t>(len)),
+             .kind = KindOf(Header(msg, kKindHeader)),
+             .exclude = exclude,
+             .stream_seq = stream_seq},
+            seq);
+      }
     } else {
       spdlog::warn("dropped a message on {} without a {} header (not published by fanoutd)",
                    natsMsg_GetSubject(msg), kSeqHeader);

@@ -36,6 +36,10 @@ struct OutgoingMessage {
   // Delivered live only: not numbered, not kept in history (Publish's
   // skip_history).
   bool skip_history = false;
+  // A cluster's delivery: the message's position in the stream, by which a
+  // copy arriving twice (through a topic's subscription and a matching
+  // pattern's) is delivered once; 0: unknown.
+  uint64_t stream_seq = 0;
 };
 
 // What a publish answers: its sequence number in the topic (or in the

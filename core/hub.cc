@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/topic.h"
+#include "core/topic_pattern.h"
 
 namespace fanout {
 
@@ -121,7 +122,7 @@ uint64_t Hub::Deliver(const OutgoingMessage& m, uint64_t seq) {
     MutexLock lock(&connections_mu_);
     snapshot = connections_.Snapshot(dispatcher_->thread_count());
   } else {
-    snapshot = registry_.Recipients(m.topic);
+    snapshot = registry_.Recipients(m.topic, m.stream_seq);
     if (!snapshot) return 0;
   }
   DeliverTo(snapshot, m, seq);
@@ -268,6 +269,13 @@ void Hub::NotifyObservers(absl::string_view topic, uint64_t seq, absl::string_vi
 
 absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber,
                             const TopicPosition* since, Recovery* recovery) {
+  if (IsPattern(topic)) {
+    auto pattern = TopicPattern::Parse(topic, limits_.max_topic_length);
+    if (!pattern.ok()) return pattern.status();
+    // A pattern has no position of its own: nothing to recover.
+    if (recovery != nullptr) *recovery = Recovery{};
+    return registry_.SubscribePattern(*pattern, std::move(subscriber));
+  }
   if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
   if (broker_->clustered()) {
     // A cluster numbers topics in JetStream; this node's registry knows
@@ -301,6 +309,12 @@ absl::StatusOr<TopicRegistry::HistoryPage> Hub::History(absl::string_view topic,
   return registry_.History(topic, since, limit);
 }
 
-void Hub::Unsubscribe(absl::string_view topic, uint64_t id) { registry_.Unsubscribe(topic, id); }
+void Hub::Unsubscribe(absl::string_view topic, uint64_t id) {
+  if (IsPattern(topic)) {
+    registry_.UnsubscribePattern(topic, id);
+  } else {
+    registry_.Unsubscribe(topic, id);
+  }
+}
 
 }  // namespace fanout

@@ -137,7 +137,9 @@ class Hub final : public LocalDelivery {
   // Calls OnShutdown on every observer, and refuses new ones from now on.
   void ShutdownObservers();
 
-  // Subscribes `subscriber` to `topic`. INVALID_ARGUMENT for a bad topic,
+  // Subscribes `subscriber` to `topic`, or to every topic a pattern matches
+  // when `topic` has a wildcard (`orders.*`, `orders.>`; patterns recover
+  // nothing). INVALID_ARGUMENT for a bad topic or pattern,
   // RESOURCE_EXHAUSTED when it would be a new topic beyond limits().max_topics.
   // Per-connection limits are the caller's (it knows its own topics).
   // With `since` (a position the client saw), `recovery` receives the

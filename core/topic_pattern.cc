@@ -109,6 +109,12 @@ bool Permissions::MaySubscribePattern(const TopicPattern& pattern) const {
   return false;
 }
 
+bool Permissions::MaySubscribeTopicOrPattern(absl::string_view text) const {
+  if (!IsPattern(text)) return MaySubscribe(text);
+  auto pattern = TopicPattern::Parse(text, text.size());
+  return pattern.ok() && MaySubscribePattern(*pattern);
+}
+
 std::vector<TopicPattern> ParsePermissionPatterns(const std::vector<std::string>& patterns,
                                                   absl::string_view subject, size_t max_length,
                                                   std::vector<std::string>* dropped) {

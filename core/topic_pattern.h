@@ -50,6 +50,12 @@ class TopicPattern {
   std::shared_ptr<const std::vector<Segment>> segments_;
 };
 
+// Whether `text` is a wildcard pattern (has `*` or `>`, which no topic has)
+// rather than a topic name.
+inline bool IsPattern(absl::string_view text) {
+  return text.find_first_of("*>") != absl::string_view::npos;
+}
+
 // What a client may do: the topics it may subscribe to and publish to, as
 // patterns. Empty sets permit nothing; AllowAll() permits everything.
 // Immutable after construction; shared by the connections that hold it.
@@ -68,6 +74,8 @@ class Permissions {
   // A pattern subscription: permitted when one permission covers the whole
   // pattern.
   bool MaySubscribePattern(const TopicPattern& pattern) const;
+  // A subscription to `text`, a valid topic or pattern.
+  bool MaySubscribeTopicOrPattern(absl::string_view text) const;
 
   const std::vector<TopicPattern>& subscribe() const { return subscribe_; }
   const std::vector<TopicPattern>& publish() const { return publish_; }

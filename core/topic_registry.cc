@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <random>
 
+#include "absl/container/btree_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -25,7 +27,8 @@ TopicRegistry::TopicRegistry(Options options)
     : options_(std::move(options)),
       stripes_(new Stripe[std::max<size_t>(1, options_.stripes)]),
       stripe_count_(std::max<size_t>(1, options_.stripes)),
-      boot_(BootId()) {}
+      boot_(BootId()),
+      patterns_(options_.on_interest) {}
 
 TopicRegistry::Stripe& TopicRegistry::StripeFor(absl::string_view topic) const {
   return stripes_[absl::Hash<absl::string_view>{}(topic) % stripe_count_];
@@ -107,6 +110,69 @@ void TopicRegistry::Replay(const Topic& t, const Since& since, Recovery* recover
   recovery->recovered = true;
 }
 
+std::shared_ptr<const SubscriberSnapshot> TopicRegistry::Merge(
+    const SubscriberSnapshot* base, std::vector<std::shared_ptr<Subscriber>> extra) const {
+  auto snap = std::make_shared<SubscriberSnapshot>();
+  snap->by_thread.resize(static_cast<size_t>(options_.io_threads));
+  absl::flat_hash_set<uint64_t> seen;
+  auto add = [&](const std::shared_ptr<Subscriber>& sub) {
+    if (!seen.insert(sub->id()).second) return;
+    snap->by_thread[static_cast<size_t>(sub->io_index())].push_back(sub);
+    if (sub->identity().format == DeliveryFormat::kRaw) {
+      ++snap->raw_count;
+    } else {
+      ++snap->json_count;
+    }
+    ++snap->size;
+  };
+  if (base != nullptr) {
+    for (const auto& thread : base->by_thread) {
+      for (const auto& sub : thread) add(sub);
+    }
+  }
+  for (const auto& sub : extra) add(sub);
+  return snap;
+}
+
+std::vector<std::shared_ptr<Subscriber>> TopicRegistry::PatternRecipients(
+    absl::string_view topic) const {
+  std::vector<std::shared_ptr<Subscriber>> out;
+  patterns_.Match(topic, &out);
+  return out;
+}
+
+std::shared_ptr<const SubscriberSnapshot> TopicRegistry::RecipientsOf(Topic& t,
+                                                                      absl::string_view topic) {
+  std::shared_ptr<const SubscriberSnapshot> base =
+      t.subscribers.empty() ? nullptr : t.subscribers.Snapshot(options_.io_threads);
+  if (patterns_.pattern_count() == 0) return base;
+  // Read before matching: a pattern changing meanwhile moves it again, and
+  // the next publish looks once more.
+  const uint64_t generation = patterns_.generation();
+  if (t.merged_generation == generation && t.merged_base == base) return t.merged;
+  std::vector<std::shared_ptr<Subscriber>> extra = PatternRecipients(topic);
+  t.merged = extra.empty() ? base : Merge(base.get(), std::move(extra));
+  t.merged_base = base;
+  t.merged_generation = generation;
+  return t.merged;
+}
+
+absl::Status TopicRegistry::SubscribePattern(const TopicPattern& pattern,
+                                             std::shared_ptr<Subscriber> subscriber) {
+  bool first = false;
+  if (patterns_.Add(pattern, std::move(subscriber), &first)) {
+    subscription_count_.fetch_add(1, std::memory_order_relaxed);
+  }
+  return absl::OkStatus();
+}
+
+bool TopicRegistry::UnsubscribePattern(absl::string_view pattern, uint64_t id) {
+  bool last = false;
+  if (!patterns_.Remove(pattern, id, &last)) return false;
+  subscription_count_.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
 absl::Status TopicRegistry::Subscribe(absl::string_view topic,
                                       std::shared_ptr<Subscriber> subscriber, const Since* since,
                                       Recovery* recovery) {
@@ -175,10 +241,24 @@ TopicRegistry::PublishPlan TopicRegistry::PlanPublish(absl::string_view topic,
   auto it = s.topics.find(topic);
   if (it == s.topics.end()) {
     // Nobody listens and nobody can come back for it, unless the topic
-    // keeps history: then its first publish makes it known.
-    if (!numbered || !options_.history.any() || !options_.history.For(topic).enabled()) return {};
+    // keeps history or a pattern subscription matches it: then its first
+    // publish makes it known.
+    const bool keeps_history =
+        numbered && options_.history.any() && options_.history.For(topic).enabled();
+    std::vector<std::shared_ptr<Subscriber>> by_pattern;
+    if (!keeps_history) {
+      by_pattern = PatternRecipients(topic);
+      if (by_pattern.empty()) return {};
+    }
     Topic t = MakeTopic(topic);
-    if (!Retain(t, now)) return {};
+    if (!Retain(t, now)) {
+      // No room to remember the topic: its pattern subscribers still get the
+      // message, unnumbered.
+      if (by_pattern.empty()) return {};
+      PublishPlan plan;
+      plan.snapshot = Merge(nullptr, std::move(by_pattern));
+      return plan;
+    }
     it = s.topics.try_emplace(topic, std::move(t)).first;
   }
   Topic& t = it->second;
@@ -209,23 +289,54 @@ TopicRegistry::PublishPlan TopicRegistry::PlanPublish(absl::string_view topic,
       if (t.subscribers.empty()) t.expires = std::max(t.expires, now + t.policy.ttl);
     }
   }
-  if (!t.subscribers.empty()) plan.snapshot = t.subscribers.Snapshot(options_.io_threads);
+  plan.snapshot = RecipientsOf(t, topic);
+  // A topic that only patterns follow stays known while it is published to.
+  if (plan.snapshot && t.subscribers.empty()) {
+    t.expires = std::max(t.expires, now + options_.topic_ttl);
+  }
   return plan;
 }
 
-std::shared_ptr<const SubscriberSnapshot> TopicRegistry::Recipients(absl::string_view topic) {
+std::shared_ptr<const SubscriberSnapshot> TopicRegistry::Recipients(absl::string_view topic,
+                                                                     uint64_t stream_seq) {
+  const absl::Time now = options_.now();
   Stripe& s = StripeFor(topic);
   MutexLock lock(&s.mu);
   auto it = s.topics.find(topic);
-  if (it == s.topics.end() || it->second.subscribers.empty()) return nullptr;
-  return it->second.subscribers.Snapshot(options_.io_threads);
+  if (it == s.topics.end()) {
+    if (patterns_.pattern_count() == 0) return nullptr;
+    std::vector<std::shared_ptr<Subscriber>> by_pattern = PatternRecipients(topic);
+    if (by_pattern.empty()) return nullptr;
+    // Known from now on, so that a second copy (a second matching pattern's
+    // subscription) is recognised.
+    Topic t = MakeTopic(topic);
+    if (!Retain(t, now)) return Merge(nullptr, std::move(by_pattern));
+    it = s.topics.try_emplace(topic, std::move(t)).first;
+  }
+  Topic& t = it->second;
+  if (stream_seq != 0) {
+    if (stream_seq <= t.last_stream_seq) return nullptr;  // delivered already
+    t.last_stream_seq = stream_seq;
+  }
+  auto recipients = RecipientsOf(t, topic);
+  if (recipients && t.subscribers.empty()) {
+    t.expires = std::max(t.expires, now + options_.topic_ttl);
+  }
+  return recipients;
 }
 
 size_t TopicRegistry::SubscriberCount(absl::string_view topic) const {
+  std::vector<std::shared_ptr<Subscriber>> by_pattern = PatternRecipients(topic);
   Stripe& s = StripeFor(topic);
   MutexLock lock(&s.mu);
   auto it = s.topics.find(topic);
-  return it == s.topics.end() ? 0 : it->second.subscribers.size();
+  size_t own = it == s.topics.end() ? 0 : it->second.subscribers.size();
+  if (by_pattern.empty()) return own;
+  absl::flat_hash_set<uint64_t> extra;
+  for (const auto& sub : by_pattern) {
+    if (own == 0 || !it->second.subscribers.Find(sub->id())) extra.insert(sub->id());
+  }
+  return own + extra.size();
 }
 
 TopicRegistry::HistoryPage TopicRegistry::History(absl::string_view topic, const Since* since,
@@ -258,11 +369,30 @@ TopicRegistry::SubscriberPage TopicRegistry::ListSubscribers(absl::string_view t
                                                              uint64_t after_id,
                                                              size_t limit) const {
   SubscriberPage page;
+  std::vector<std::shared_ptr<Subscriber>> by_pattern = PatternRecipients(topic);
   Stripe& s = StripeFor(topic);
   MutexLock lock(&s.mu);
   auto it = s.topics.find(topic);
+  if (by_pattern.empty()) {
+    if (it != s.topics.end()) {
+      page.more = it->second.subscribers.Page(after_id, limit, &page.subscribers);
+    }
+    return page;
+  }
+  // Admin path: the topic's own subscribers and the patterns', by id, once.
+  absl::btree_map<uint64_t, std::shared_ptr<Subscriber>> all;
+  for (auto& sub : by_pattern) all.try_emplace(sub->id(), std::move(sub));
   if (it != s.topics.end()) {
-    page.more = it->second.subscribers.Page(after_id, limit, &page.subscribers);
+    std::vector<std::shared_ptr<Subscriber>> own;
+    it->second.subscribers.Page(0, SIZE_MAX, &own);
+    for (auto& sub : own) all.try_emplace(sub->id(), std::move(sub));
+  }
+  for (auto i = all.upper_bound(after_id); i != all.end(); ++i) {
+    if (page.subscribers.size() == limit) {
+      page.more = true;
+      break;
+    }
+    page.subscribers.push_back(i->second);
   }
   return page;
 }

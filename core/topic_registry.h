@@ -17,6 +17,7 @@
 #include "absl/time/time.h"
 #include "core/history.h"
 #include "core/mutex.h"
+#include "core/pattern_index.h"
 #include "core/subscriber.h"
 
 namespace fanout {
@@ -79,6 +80,14 @@ class TopicRegistry {
   // Removes subscriber `id` from `topic`; returns false if it was not there.
   bool Unsubscribe(absl::string_view topic, uint64_t id);
 
+  // Wildcard subscriptions (`orders.*`, `orders.>`): every topic the pattern
+  // matches reaches `subscriber`, once even when it is also subscribed to
+  // the topic or to another matching pattern. OK also when it was there
+  // already. on_interest hears of the pattern as of a topic.
+  absl::Status SubscribePattern(const TopicPattern& pattern, std::shared_ptr<Subscriber> subscriber);
+  bool UnsubscribePattern(absl::string_view pattern, uint64_t id);
+  size_t pattern_count() const { return patterns_.pattern_count(); }
+
   // What a publish needs: the topic's next sequence number, its epoch and
   // its current subscribers (null when it has none). A numbered publish is
   // kept in the topic's history when its policy says so; an unnumbered one
@@ -91,10 +100,15 @@ class TopicRegistry {
   };
   PublishPlan PlanPublish(absl::string_view topic, absl::string_view payload = {},
                           std::optional<PayloadKind> kind = std::nullopt, bool numbered = true);
-  // The current subscribers of `topic` (null when it has none), for a
-  // message whose sequence number was assigned elsewhere.
-  std::shared_ptr<const SubscriberSnapshot> Recipients(absl::string_view topic);
-  // How many subscribers `topic` has.
+  // The current recipients of `topic` (null when it has none), for a
+  // message whose sequence number was assigned elsewhere (a cluster).
+  // `stream_seq` (when not 0) is the message's position in the cluster's
+  // stream: a message that arrives again (through a topic subscription and
+  // a matching pattern's) gets null the second time.
+  std::shared_ptr<const SubscriberSnapshot> Recipients(absl::string_view topic,
+                                                       uint64_t stream_seq = 0);
+  // How many connections receive `topic`'s messages (pattern subscribers
+  // included).
   size_t SubscriberCount(absl::string_view topic) const;
 
   // The kept messages of `topic` after `since` (all kept messages when
@@ -109,7 +123,8 @@ class TopicRegistry {
   };
   HistoryPage History(absl::string_view topic, const Since* since, size_t limit);
 
-  // Up to `limit` subscribers of `topic` with id > `after_id`, by id.
+  // Up to `limit` recipients of `topic` (its subscribers and those of the
+  // patterns it matches) with id > `after_id`, by id.
   struct SubscriberPage {
     std::vector<std::shared_ptr<Subscriber>> subscribers;
     bool more = false;
@@ -144,6 +159,14 @@ class TopicRegistry {
     std::deque<std::shared_ptr<const HistoryEntry>> history;
     // While the topic has no subscriber: when it is forgotten.
     absl::Time expires = absl::InfiniteFuture();
+    // With wildcard subscriptions: the recipients (own subscribers and the
+    // matching patterns'), built from `merged_base` (the own snapshot) as
+    // of the patterns' `merged_generation`.
+    std::shared_ptr<const SubscriberSnapshot> merged;
+    std::shared_ptr<const SubscriberSnapshot> merged_base;
+    uint64_t merged_generation = UINT64_MAX;
+    // A cluster's stream position of the last message delivered (Recipients).
+    uint64_t last_stream_seq = 0;
   };
   struct alignas(64) Stripe {
     mutable Mutex mu;
@@ -165,11 +188,19 @@ class TopicRegistry {
   bool Retain(Topic& t, absl::Time now);
   void Forget(Topic& t);
   void Replay(const Topic& t, const Since& since, Recovery* recovery) const;
+  // The topic's recipients, pattern subscribers merged in (cached).
+  std::shared_ptr<const SubscriberSnapshot> RecipientsOf(Topic& t, absl::string_view topic);
+  // A snapshot of `base`'s members (may be null) and `extra`, each once.
+  std::shared_ptr<const SubscriberSnapshot> Merge(const SubscriberSnapshot* base,
+                                                  std::vector<std::shared_ptr<Subscriber>> extra) const;
+  // The matching patterns' subscribers of a topic the registry does not know.
+  std::vector<std::shared_ptr<Subscriber>> PatternRecipients(absl::string_view topic) const;
 
   const Options options_;
   std::unique_ptr<Stripe[]> stripes_;
   const size_t stripe_count_;
   const std::string boot_;  // this process's part of every epoch
+  PatternIndex patterns_;
   std::atomic<uint64_t> epochs_{0};
   std::atomic<size_t> topic_count_{0};
   std::atomic<size_t> retained_count_{0};

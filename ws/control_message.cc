@@ -8,6 +8,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "core/topic.h"
+#include "core/topic_pattern.h"
 
 namespace fanout {
 
@@ -39,15 +40,19 @@ bool IsFinite(const json::value& v) {
   }
 }
 
-// The topic of subscribe, unsubscribe and publish.
+// The topic of subscribe, unsubscribe and publish; the first two may name
+// a pattern (`orders.*`, `orders.>`) instead.
 std::optional<ControlError> ParseTopic(const json::object& obj, size_t max_topic_length,
-                                       std::string* topic) {
+                                       bool pattern_allowed, std::string* topic) {
   auto* topic_value = obj.if_contains("topic");
   if (!topic_value || !topic_value->is_string()) {
     return ControlError{"invalid_message", "missing string field 'topic'"};
   }
   absl::string_view t = View(topic_value->get_string());
-  if (absl::Status s = ValidateTopic(t, max_topic_length); !s.ok()) {
+  if (pattern_allowed && IsPattern(t)) {
+    auto pattern = TopicPattern::Parse(t, max_topic_length);
+    if (!pattern.ok()) return ControlError{"invalid_topic", std::string(pattern.status().message())};
+  } else if (absl::Status s = ValidateTopic(t, max_topic_length); !s.ok()) {
     return ControlError{"invalid_topic", std::string(s.message())};
   }
   *topic = std::string(t);
@@ -170,7 +175,7 @@ ControlMessage ParseControlMessage(absl::string_view text, size_t max_topic_leng
                                    "': expected subscribe, unsubscribe, publish, auth, refresh or ping")};
     return m;
   }
-  m.invalid = ParseTopic(*obj, max_topic_length, &m.topic);
+  m.invalid = ParseTopic(*obj, max_topic_length, m.op != ControlOp::kPublish, &m.topic);
   if (!m.invalid && m.op == ControlOp::kSubscribe) m.invalid = ParseSince(*obj, &m.since);
   if (m.invalid || m.op != ControlOp::kPublish) return m;
   m.invalid_payload = ParsePayload(*obj, &m);

@@ -258,7 +258,7 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
       // Anonymous clients on a node with keys: what the URL names must be
       // theirs to use, or it needs a token.
       for (const auto& t : topics) {
-        if (!grant->permissions->MaySubscribe(t)) {
+        if (!grant->permissions->MaySubscribeTopicOrPattern(t)) {
           front_end_->CountReject(WsFrontEnd::Reject::kUnauthorized);
           return Respond(401, absl::StrCat("a token is required to subscribe to '", t, "'\n"));
         }
@@ -277,7 +277,7 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
   }
   if (grant) {
     for (const auto& t : topics) {
-      if (!grant->permissions->MaySubscribe(t)) {
+      if (!grant->permissions->MaySubscribeTopicOrPattern(t)) {
         front_end_->CountReject(WsFrontEnd::Reject::kForbidden);
         return Respond(403, absl::StrCat("not permitted to subscribe to '", t, "'\n"));
       }

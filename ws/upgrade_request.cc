@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/topic.h"
+#include "core/topic_pattern.h"
 
 namespace fanout {
 
@@ -24,7 +25,9 @@ std::variant<UpgradeParams, UpgradeRefusal> ParseUpgradeParams(const boost::urls
       p.raw_publish = param.value;
     } else if (param.key == "topics") {
       for (absl::string_view t : absl::StrSplit(param.value, ',', absl::SkipEmpty())) {
-        if (absl::Status s = ValidateTopic(t, limits.max_topic_length); !s.ok()) {
+        absl::Status s = IsPattern(t) ? TopicPattern::Parse(t, limits.max_topic_length).status()
+                                      : ValidateTopic(t, limits.max_topic_length);
+        if (!s.ok()) {
           return UpgradeRefusal{400, absl::StrCat("invalid topic '", t, "': ", s.message(), "\n"),
                                 true};
         }

@@ -146,7 +146,7 @@ std::vector<std::string> WsSession::Apply(Grant grant) {
   // What the new permissions no longer allow goes.
   std::vector<std::string> dropped;
   for (const auto& t : topics_) {
-    if (!permissions_->MaySubscribe(t)) dropped.push_back(t);
+    if (!permissions_->MaySubscribeTopicOrPattern(t)) dropped.push_back(t);
   }
   for (const auto& t : dropped) UnsubscribeOnIoThread(t);
   std::sort(dropped.begin(), dropped.end());
@@ -338,7 +338,7 @@ void WsSession::HandleControl(absl::string_view text) {
   if (m.op == ControlOp::kPublish) return HandlePublish(m);
   const std::string& topic = m.topic;
   if (m.op == ControlOp::kSubscribe) {
-    if (!permissions_->MaySubscribe(topic)) {
+    if (!permissions_->MaySubscribeTopicOrPattern(topic)) {
       return fail("permission_denied", absl::StrCat("not permitted to subscribe to '", topic, "'"));
     }
     const bool already = topics_.contains(topic);

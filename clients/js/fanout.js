@@ -128,11 +128,23 @@ function jwtExpiry(token) {
 // again from there.
 class SeqTracker {
   highest = undefined;
+  epoch = undefined;  // the topic's epoch, from its deliveries
   #late = new Set();
 
-  see(seq) {
+  see(seq, epoch) {
     if (typeof seq !== "number") return null;
     const highest = this.highest;
+    if (typeof epoch === "string") {
+      const before = this.epoch;
+      this.epoch = epoch;
+      if (before !== undefined && before !== epoch && highest !== undefined) {
+        // The topic started again (a restarted node, a forgotten topic),
+        // whatever the numbers say.
+        this.highest = seq;
+        this.#late.clear();
+        return { expected: highest + 1, got: seq };
+      }
+    }
     if (highest === undefined || seq === highest + 1) {
       this.highest = seq;
       return null;
@@ -156,6 +168,26 @@ class SeqTracker {
   // below the highest is then a restart, not a late arrival.
   newConnection() {
     this.#late.clear();
+  }
+
+  // Where the client stands, for a resubscribe that recovers what it missed
+  // (docs/protocol.md#recovery); null before the first numbered message.
+  position() {
+    if (this.highest === undefined || this.epoch === undefined) return null;
+    return { seq: this.highest, epoch: this.epoch };
+  }
+
+  // The node could not replay what was missed: report the gap up to where
+  // the topic stands (`position`, when the node knows it), and count on from
+  // there.
+  notRecovered(position) {
+    const highest = this.highest;
+    if (!position || typeof position.seq !== "number") return null;
+    this.highest = position.seq;
+    this.epoch = position.epoch;
+    this.#late.clear();
+    if (highest === undefined || position.seq === highest) return null;
+    return { expected: highest + 1, got: position.seq + 1 };
   }
 }
 
@@ -418,6 +450,18 @@ export class FanoutClient {
       }
       if (listed.length > 0) url.searchParams.set("topics", listed.join(","));
       else url.searchParams.delete("topics");
+      // Where the client stood on them: the node replays what it missed.
+      const since = [];
+      for (const topic of urlTopics) {
+        const p = this.#seqs.get(topic)?.position();
+        if (p) since.push(`${topic}:${p.seq}:${p.epoch}`);
+      }
+      url.searchParams.delete("since");
+      if (since.length > 0) url.searchParams.set("since", since.join(","));
+      if (url.href.length > this.#opts.maxUrlLength) {
+        // Too long with the positions: resubscribe those by message instead.
+        url.searchParams.delete("since");
+      }
     }
 
     let ws;
@@ -518,6 +562,7 @@ export class FanoutClient {
       return this.#emitError(new FanoutError("protocol", `the node sent a frame that is not an object: ${raw.slice(0, 80)}`));
     }
     if ("id" in msg) return this.#onReply(msg);
+    if (msg.op === "recovery") return this.#onRecovery(msg.topic, msg);
     let data;
     if ("data" in msg) data = msg.data;
     else if ("text" in msg) data = msg.text;
@@ -534,11 +579,21 @@ export class FanoutClient {
     if (!entry) return;  // unsubscribed here; the node has not heard yet
     let tracker = this.#seqs.get(topic);
     if (!tracker) this.#seqs.set(topic, (tracker = new SeqTracker()));
-    const gap = tracker.see(seq);
+    const gap = tracker.see(seq, msg.epoch);
     if (gap) this.#emit("gap", { topic, ...gap });
     const message = { topic, seq, data };
     for (const sub of [...entry.subs]) callSafely(sub.handler, message);
     this.#emit("message", message);
+  }
+
+  // A resubscribe's answer about what it missed: when recovered, the missed
+  // messages follow as ordinary deliveries; otherwise the gap is reported
+  // now, once, up to where the topic stands.
+  #onRecovery(topic, msg) {
+    if (msg.recovered !== false || !this.#topics.has(topic)) return;
+    const tracker = this.#seqs.get(topic);
+    const gap = tracker?.notRecovered(msg.position);
+    if (gap) this.#emit("gap", { topic, ...gap });
   }
 
   #onReply(msg) {
@@ -744,9 +799,11 @@ export class FanoutClient {
   #sendSubscribe(topic) {
     const ws = this.#ws;
     this.#live.add(topic);
-    this.#request({ op: "subscribe", topic }).then(
-      () => {
+    const since = this.#seqs.get(topic)?.position();
+    this.#request(since ? { op: "subscribe", topic, since } : { op: "subscribe", topic }).then(
+      (reply) => {
         if (ws !== this.#ws) return;
+        if (since) this.#onRecovery(topic, reply);
         this.#subTimeouts.delete(topic);
         if (this.#topics.has(topic) && this.#live.has(topic)) this.#emit("subscribed", { topic });
       },

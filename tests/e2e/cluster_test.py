@@ -459,12 +459,36 @@ async def run(binary, tmp, results):
         results.check("a node unsubscribes from NATS when its last subscriber of a topic leaves",
                       True)
 
+        # --- a pattern subscription on C: a NATS wildcard subject; a topic it
+        # also follows arrives once (the second copy is recognised by its
+        # stream sequence)
+        shop = Subscriber(ws["C"], ["shop.*", "shop.eu"])
+        subs.append(shop)
+        await shop.open()
+
+        def c_has_wildcard():
+            _, c = nats.connection_anywhere("fanout-C")
+            return c and "fanout.d.shop.*" in c.get("subscriptions_list", [])
+        wait_until("C subscribes the NATS wildcard fanout.d.shop.*", c_has_wildcard)
+        results.check("a pattern subscription on C is the NATS wildcard fanout.d.shop.*", True)
+        for i in range(5):
+            await asyncio.to_thread(publish, "A", "shop.eu", json.dumps({"i": i}))
+            await asyncio.to_thread(publish, "B", "shop.us", json.dumps({"i": i}))
+        await shop.wait_for("shop", lambda: len(shop.of("shop.eu")) >= 5
+                            and len(shop.of("shop.us")) >= 5)
+        await asyncio.sleep(0.3)  # room for a duplicate to show up
+        results.expect_eq("C's subscriber of shop.* and shop.eu gets A's shop.eu once each, "
+                          "in order, naming the topic",
+                          [d["i"] for _, d in shop.of("shop.eu")], list(range(5)))
+        results.expect_eq("...and B's shop.us through the pattern alone",
+                          [d["i"] for _, d in shop.of("shop.us")], list(range(5)))
+
         # --- broadcasts and client publishes cross nodes
         r = await asyncio.to_thread(
             lambda: stubs["C"].Broadcast(pb2.BroadcastRequest(payload=b'{"all":1}'),
                                          timeout=TIMEOUT))
         results.expect_eq("BroadcastResponse.connections counts every node's connections",
-                          r.connections, 5)
+                          r.connections, len(subs))
         for name, s in (("B", sub_b), ("C", sub_c), ("B (chat)", chat_b)):
             ok = await s.wait_for("broadcast", lambda s=s: any(
                 seq == r.seq for seq, _ in s.of("*broadcast")))

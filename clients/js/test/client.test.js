@@ -259,6 +259,50 @@ describe("reconnection", () => {
     }
   });
 
+  // A node that keeps history replays what the client missed while it was
+  // away, by URL (since=) and by control message (maxUrlTopics 0), and the
+  // application sees every seq once, in order, with no gap.
+  test("with history, what was published while away is replayed: no gap", async () => {
+    const historyNode = await startFanoutd({ args: ["--history_size=100"] });
+    const proxy = await startProxy(historyNode.ws);
+    const grpc = grpcClient(historyNode.grpc);
+    try {
+      for (const options of [{}, { maxUrlTopics: 0 }]) {
+        const topic = uniqueTopic("recover");
+        const c = connect(options, proxy.wsUrl);
+        const inbox = new Inbox();
+        const gaps = [];
+        c.on("gap", (g) => gaps.push(g));
+        c.subscribe(topic, inbox.push);
+        await subscribed(c, topic);
+        await grpc.publish(topic, "1");
+        await grpc.publish(topic, "2");
+        assert.equal((await inbox.next()).seq, 1);
+        assert.equal((await inbox.next()).seq, 2);
+        const reconnecting = nextState(c, "reconnecting");
+        proxy.setTarget(null);
+        proxy.dropAll();
+        await reconnecting;
+        // Published while the client cannot reach the node.
+        assert.equal((await grpc.publish(topic, "3")).subscribers, 0);
+        assert.equal((await grpc.publish(topic, "4")).seq, 4);
+        const back = subscribed(c, topic);
+        proxy.setTarget(historyNode.ws);
+        await back;
+        await grpc.publish(topic, "5");
+        const seqs = [];
+        for (let i = 0; i < 3; i++) seqs.push((await inbox.next()).seq);
+        assert.deepEqual(seqs, [3, 4, 5], JSON.stringify(options));
+        assert.deepEqual(gaps, [], JSON.stringify(options));
+        c.close();
+      }
+    } finally {
+      grpc.close();
+      await proxy.close();
+      await historyNode.stop();
+    }
+  });
+
   test("reconnects after an operator's close (4000), stays closed after 4001 and says why", async () => {
     const topic = uniqueTopic("kick");
     const c = connect();
