@@ -61,6 +61,9 @@ ABSL_FLAG(int64_t, subscribers, -1,
 ABSL_FLAG(int64_t, subscribers_per_topic, -1,
           "Subscribers per topic; 0: all on one topic; -1: scenario default (many-topics and connect 10, "
           "idle 1, others 0)");
+ABSL_FLAG(bool, pattern_subscribers, false,
+          "Subscribers subscribe to a pattern matching their topic (its first segment as *) instead "
+          "of the topic: what wildcard subscriptions cost per delivery");
 ABSL_FLAG(double, rate, -1,
           "Publishes per second; 0: as fast as --publish_concurrency calls allow; -1: scenario default "
           "(fanout 100, many-topics 5000, slow 5, large 20, publish 0)");
@@ -158,6 +161,7 @@ BenchConfig Resolve(const std::string& scenario, const FileLimit& files) {
     c.subscribers = max;
   }
   c.subscribers_per_topic = static_cast<size_t>(pick(absl::GetFlag(FLAGS_subscribers_per_topic), d.per_topic));
+  c.pattern_subscribers = absl::GetFlag(FLAGS_pattern_subscribers);
   c.rate = absl::GetFlag(FLAGS_rate) >= 0 ? absl::GetFlag(FLAGS_rate) : d.rate;
   int64_t payload = pick(absl::GetFlag(FLAGS_payload_bytes), d.payload);
   if (payload < static_cast<int64_t>(kStampDigits)) Die("--payload_bytes must be at least 20 (the send stamp)");
@@ -202,6 +206,7 @@ JsonObject ConfigJson(const BenchConfig& c) {
   JsonObject j;
   j.Add("subscribers", c.subscribers)
       .Add("subscribers_per_topic", c.subscribers_per_topic)
+      .Add("pattern_subscribers", c.pattern_subscribers)
       .Add("rate", c.rate)
       .Add("payload_bytes", c.payload_bytes)
       .Add("duration_s", absl::ToDoubleSeconds(c.duration))

@@ -66,7 +66,12 @@ std::vector<std::string> Topics(const BenchConfig& c, size_t n) {
 
 std::vector<ConnectionSpec> Specs(const BenchConfig& c, size_t from, size_t to) {
   std::vector<ConnectionSpec> specs;
-  for (size_t i = from; i < to; ++i) specs.push_back({Topic(c, i), false});
+  for (size_t i = from; i < to; ++i) {
+    std::string topic = Topic(c, i);
+    // bench.X[.N] -> *.X[.N]: matches that topic alone among the bench's.
+    if (c.pattern_subscribers) topic = absl::StrCat("*", topic.substr(topic.find('.')));
+    specs.push_back({std::move(topic), false});
+  }
   return specs;
 }
 

@@ -23,6 +23,9 @@ struct BenchConfig {
   std::string scenario;
   size_t subscribers = 0;
   size_t subscribers_per_topic = 0;  // 0: every subscriber on one topic
+  // Subscribers follow a pattern matching their topic (`*.fanout` for
+  // bench.fanout) instead of the topic itself.
+  bool pattern_subscribers = false;
   double rate = 0;                   // publishes per second; 0: closed loop
   size_t payload_bytes = 64;
   absl::Duration duration = absl::Seconds(10);
