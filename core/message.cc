@@ -159,6 +159,7 @@ Message::~Message() {
 std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec) {
   auto msg = std::make_shared<Message>();
   msg->seq_ = spec.seq;
+  if (!spec.broadcast) msg->topic_ = std::string(spec.topic);
   msg->payload_size_ = spec.payload.size();
   // Classified once; a raw frame alone needs only text or binary.
   PayloadKind kind = spec.kind     ? *spec.kind
@@ -180,7 +181,7 @@ std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec) {
     return s.capacity() > 15 ? static_cast<int64_t>(s.capacity()) + 1 : 0;
   };
   msg->memory_bytes_ = kControlBlock + static_cast<int64_t>(sizeof(Message)) +
-                       heap(msg->json_frame_) + heap(msg->raw_frame_);
+                       heap(msg->json_frame_) + heap(msg->raw_frame_) + heap(msg->topic_);
   if (spec.budget) {
     spec.budget->Charge(msg->memory_bytes_);
     msg->budget_ = spec.budget;

@@ -177,6 +177,15 @@ ControlMessage ParseControlMessage(absl::string_view text, size_t max_topic_leng
   }
   m.invalid = ParseTopic(*obj, max_topic_length, m.op != ControlOp::kPublish, &m.topic);
   if (!m.invalid && m.op == ControlOp::kSubscribe) m.invalid = ParseSince(*obj, &m.since);
+  if (!m.invalid && m.op == ControlOp::kSubscribe) {
+    if (auto* c = obj->if_contains("conflate")) {
+      if (!c->is_bool()) {
+        m.invalid = ControlError{"invalid_message", "'conflate' must be true or false"};
+      } else {
+        m.conflate = c->get_bool();
+      }
+    }
+  }
   if (m.invalid || m.op != ControlOp::kPublish) return m;
   m.invalid_payload = ParsePayload(*obj, &m);
   return m;

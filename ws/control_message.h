@@ -47,6 +47,8 @@ struct ControlMessage {
   // subscribe: the position the client saw last ({"seq":N,"epoch":"..."}),
   // to recover what it missed since.
   std::optional<TopicPosition> since;
+  // subscribe: "conflate":true, only the newest message while behind.
+  bool conflate = false;
   std::optional<ControlError> invalid_payload;
   // publish: the payload's bytes (`data` serialized, `text` as it is, `b64`
   // decoded) and kind, and whether the sender receives it too.

@@ -183,6 +183,10 @@ void WsFrontEnd::AppendMetrics(std::string* out) const {
   counter("fanout_slow_client_disconnects_total",
           "Connections closed because their outbound queue overflowed.",
           p.Sum(&IoThreadStats::slow_disconnects));
+  counter("fanout_conflated_total",
+          "Deliveries skipped for conflating subscribers that fell behind (a newer one took their "
+          "place).",
+          p.Sum(&IoThreadStats::conflated));
   counter("fanout_rate_limit_disconnects_total",
           "Connections closed for sending messages too fast.",
           p.Sum(&IoThreadStats::rate_limit_disconnects));

@@ -25,6 +25,7 @@ struct alignas(64) IoThreadStats {
   std::atomic<uint64_t> client_messages_in{0};
   std::atomic<uint64_t> client_bytes_in{0};
   std::atomic<uint64_t> slow_disconnects{0};
+  std::atomic<uint64_t> conflated{0};  // deliveries a conflating client skipped
   std::atomic<uint64_t> rate_limit_disconnects{0};
   std::atomic<uint64_t> control_errors{0};
   std::atomic<uint64_t> protocol_errors{0};      // closes with 1002 or 1007

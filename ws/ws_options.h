@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "core/topic_pattern.h"
 
 namespace fanout {
 
@@ -42,6 +43,9 @@ struct WsOptions {
   absl::Duration idle_timeout = absl::Seconds(60);
   // Values accepted in the Origin header; empty accepts any origin.
   std::vector<std::string> allowed_origins;
+  // Topics every subscription conflates (--conflate): a subscriber that falls
+  // behind gets only the newest message of each.
+  std::vector<TopicPattern> conflate;
   // Serve the browser library at /client/fanout.js and the demo page at /demo.
   bool demo = true;
   // PEM certificate (chain) and key: when both are set the port speaks TLS

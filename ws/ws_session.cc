@@ -92,6 +92,7 @@ void WsSession::Start(StartParams params) {
       return WaitRead();
     }
     if (since != nullptr && fresh) recoveries.emplace_back(t, std::move(recovery));
+    if (fresh && ConflatedByNode(t)) conflate_topics_.insert(t);
   }
   front_end_->CountAccepted();
   EnqueueOwned(std::move(params.response), /*bypass_limit=*/true);
@@ -349,6 +350,7 @@ void WsSession::HandleControl(absl::string_view text) {
     if (absl::Status s = SubscribeOnIoThread(topic, since, &recovery); !s.ok()) {
       return fail(at_connection_limit ? "too_many_subscriptions" : "too_many_topics", s.message());
     }
+    if (!already && (m.conflate || ConflatedByNode(topic))) conflate_topics_.insert(topic);
     if (since == nullptr) return Reply(OkReply(m.id));
     // The answer first, then what was missed; live messages follow (they are
     // posted to this thread, so they run after this handler).
@@ -465,10 +467,22 @@ void WsSession::Replay(absl::string_view topic, const Hub::Recovery& recovery) {
 }
 
 
+bool WsSession::ConflatedByNode(absl::string_view topic) const {
+  for (const auto& p : front_end_->options().conflate) {
+    if (IsPattern(topic) ? TopicPattern::Parse(topic, topic.size())->IsCoveredBy(p)
+                         : p.Matches(topic)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
   auto it = topics_.find(topic);
   if (it == topics_.end()) return false;
   front_end_->hub().Unsubscribe(topic, id());
+  conflate_topics_.erase(topic);
+  conflated_.erase(topic);
   topics_.erase(it);
   return true;
 }
@@ -523,6 +537,17 @@ bool WsSession::EnqueueOwned(std::string bytes, bool bypass_limit, bool pong) {
 
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
   if (phase_ != Phase::kOpen) return;
+  // Behind (the kernel took less than we had), on a conflating topic: keep
+  // the newest only.
+  if (writing_ && !conflate_topics_.empty() && conflate_topics_.contains(message->topic())) {
+    Conflated& c = conflated_[message->topic()];
+    if (c.message) {
+      ++c.skipped;
+      IoThreadStats::Add(thread_->stats.conflated, 1);
+    }
+    c.message = message;
+    return;
+  }
   absl::string_view frame = message->Frame(identity().format);
   if (Enqueue({message, asio::const_buffer(frame.data(), frame.size()), 0, 0}, /*deferred=*/true)) {
     ++messages_sent_;
@@ -628,6 +653,35 @@ void WsSession::DoWrite() {
   });
 }
 
+void WsSession::FlushConflated() {
+  auto waiting = std::move(conflated_);
+  conflated_.clear();
+  for (auto& [topic, c] : waiting) {
+    absl::string_view frame = c.message->Frame(identity().format);
+    bool queued;
+    if (c.skipped > 0 && identity().format == DeliveryFormat::kJson) {
+      // The shared frame, with "skipped":N before its closing brace: this
+      // connection's alone.
+      size_t header = static_cast<uint8_t>(frame[1]) < 126 ? 2 : (static_cast<uint8_t>(frame[1]) == 126 ? 4 : 10);
+      absl::string_view body = frame.substr(header);
+      body.remove_suffix(1);
+      queued = EnqueueOwned(
+          BuildFrame(WsOpcode::kText, absl::StrCat(body, R"(,"skipped":)", c.skipped, "}")),
+          /*bypass_limit=*/true);
+    } else {
+      // At most one frame per conflating topic: never the reason for a
+      // slow-consumer close.
+      queued = Enqueue({c.message, asio::const_buffer(frame.data(), frame.size()), 0, 0},
+                       /*deferred=*/true, /*bypass_limit=*/true);
+    }
+    if (queued) {
+      ++messages_sent_;
+      IoThreadStats::Add(thread_->stats.messages_out, 1);
+      IoThreadStats::Add(thread_->stats.bytes_out, frame.size());
+    }
+  }
+}
+
 void WsSession::OnWrite(error_code ec) {
   writing_ = false;
   for (const auto& item : inflight_) {
@@ -640,6 +694,10 @@ void WsSession::OnWrite(error_code ec) {
   if (phase_ == Phase::kClosed) return;
   if (ec) return Finish();
   last_written_ = Clock::now();
+  if (!conflated_.empty() && phase_ == Phase::kOpen && !close_sent_) {
+    FlushConflated();
+    if (phase_ == Phase::kClosed || writing_) return;  // the flush started the write
+  }
   DoWrite();
 }
 

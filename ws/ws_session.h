@@ -13,6 +13,7 @@
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
@@ -215,6 +216,19 @@ class WsSession final : public Subscriber,
   std::vector<OutItem> pending_;   // not yet handed to an asynchronous write
   std::vector<OutItem> inflight_;  // in the current asynchronous write
   absl::flat_hash_set<std::string> topics_;
+  // Conflating subscriptions (docs/protocol.md, "Conflation"): while a write
+  // is under way, a delivery of one of these topics waits here instead of in
+  // the queue, a newer one taking its place; OnWrite queues them.
+  struct Conflated {
+    std::shared_ptr<const Message> message;
+    uint64_t skipped = 0;
+  };
+  absl::flat_hash_set<std::string> conflate_topics_;
+  absl::flat_hash_map<std::string, Conflated> conflated_;
+  // Queues what waits in conflated_, each saying how many it replaced.
+  void FlushConflated();
+  // Whether subscriptions to `topic` conflate by the node's --conflate.
+  bool ConflatedByNode(absl::string_view topic) const;
   double rate_tokens_;
   Clock::time_point rate_time_;
 };

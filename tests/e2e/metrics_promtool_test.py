@@ -55,6 +55,7 @@ EXPECTED_SERIES = {
     "fanout_client_messages_in_total": "counter",
     "fanout_client_bytes_in_total": "counter",
     "fanout_slow_client_disconnects_total": "counter",
+    "fanout_conflated_total": "counter",
     "fanout_rate_limit_disconnects_total": "counter",
     "fanout_client_errors_total": "counter",
     "fanout_protocol_error_disconnects_total": "counter",
