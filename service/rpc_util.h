@@ -1,6 +1,7 @@
 #ifndef FANOUT_SERVICE_RPC_UTIL_H_
 #define FANOUT_SERVICE_RPC_UTIL_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include <google/protobuf/timestamp.pb.h>
@@ -67,14 +68,21 @@ class AsyncUnary {
  private:
   class Reactor final : public grpc::ServerUnaryReactor {
    public:
-    explicit Reactor(std::shared_ptr<Mutex> mu) : mu_(std::move(mu)) {}
+    // gRPC hands the reactor from the handler's thread to the one running
+    // OnDone; the release store (and OnDone's acquire load) makes what the
+    // constructor wrote visible to TSan too.
+    explicit Reactor(std::shared_ptr<Mutex> mu) : owner_(std::move(mu)) {
+      mu_.store(owner_.get(), std::memory_order_release);
+    }
     void OnDone() override {
-      { MutexLock lock(mu_.get()); }
+      Mutex* mu = mu_.load(std::memory_order_acquire);
+      { MutexLock lock(mu); }
       delete this;
     }
 
    private:
-    const std::shared_ptr<Mutex> mu_;
+    const std::shared_ptr<Mutex> owner_;
+    std::atomic<Mutex*> mu_{nullptr};
   };
 
   const std::shared_ptr<Mutex> mu_;
