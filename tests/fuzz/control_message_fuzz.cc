@@ -18,6 +18,7 @@
 #include "core/message.h"
 #include "core/topic.h"
 #include "core/utf8.h"
+#include "core/topic_pattern.h"
 #include "ws/control_message.h"
 
 namespace {
@@ -90,7 +91,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(!m.invalid_payload, "a payload error after a topic error");
     return 0;
   }
-  Check(fanout::ValidateTopic(m.topic, kMaxTopicLength).ok(), "an invalid topic accepted");
+  if (m.op != ControlOp::kPublish && fanout::IsPattern(m.topic)) {
+    // subscribe and unsubscribe may name a pattern (docs/protocol.md, "Patterns").
+    Check(fanout::TopicPattern::Parse(m.topic, kMaxTopicLength).ok(), "an invalid pattern accepted");
+  } else {
+    Check(fanout::ValidateTopic(m.topic, kMaxTopicLength).ok(), "an invalid topic accepted");
+  }
+  if (m.since) {
+    Check(m.op == ControlOp::kSubscribe, "since outside a subscribe");
+    Check(m.since->epoch.size() <= fanout::kMaxEpochLength, "an epoch over the limit accepted");
+  }
   if (m.op != ControlOp::kPublish) {
     Check(!m.invalid_payload, "a payload error without a publish");
     return 0;

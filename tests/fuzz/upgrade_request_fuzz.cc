@@ -5,6 +5,7 @@
 // topic count, publish= only with format=raw); a refusal is a 400 whose
 // body ends with a newline.
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <boost/url/parse.hpp>
 
 #include "core/topic.h"
+#include "core/topic_pattern.h"
 #include "ws/upgrade_request.h"
 
 namespace {
@@ -71,7 +73,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto& p = std::get<fanout::UpgradeParams>(parsed);
   Check(p.topics.size() <= kLimits.max_topics, "more topics than the limit");
   for (const auto& t : p.topics) {
-    Check(fanout::ValidateTopic(t, kLimits.max_topic_length).ok(), "an invalid topic accepted");
+    // A topic, or a wildcard pattern (docs/protocol.md, "Patterns").
+    bool ok = fanout::IsPattern(t) ? fanout::TopicPattern::Parse(t, kLimits.max_topic_length).ok()
+                                   : fanout::ValidateTopic(t, kLimits.max_topic_length).ok();
+    Check(ok, "an invalid topic or pattern accepted");
+  }
+  for (const auto& [topic, position] : p.since) {
+    Check(std::find(p.topics.begin(), p.topics.end(), topic) != p.topics.end(),
+          "a since= entry for a topic not in topics=");
+    Check(position.epoch.size() <= fanout::kMaxEpochLength, "an epoch over the limit accepted");
   }
   if (!p.raw_publish.empty()) {
     Check(fanout::ValidateTopic(p.raw_publish, kLimits.max_topic_length).ok(),
