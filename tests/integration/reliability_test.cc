@@ -4,13 +4,18 @@
 #include <signal.h>
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <grpc/grpc.h>
 #include <grpcpp/client_context.h>
+#include <grpcpp/create_channel.h>
+#include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include "absl/strings/str_cat.h"
 #include "fanout/v1/fanout.grpc.pb.h"
@@ -534,10 +539,21 @@ TEST_F(ReliabilityTest, WatchOpenedDuringShutdownEndsAtOnce) {
 // payloads queued without limit.
 TEST_F(ReliabilityTest, WatcherThatDoesNotReadIsCutOffEvenForEmptyPayloads) {
   Start({"--max_watch_queue_messages=500"});
+  // A client that does not read: its HTTP/2 window stays at 16 KiB (no
+  // window growth by bandwidth probing), so what the node cannot write waits
+  // in the watcher's queue. With the default channel, gRPC's client may
+  // accept the whole flood into its own buffers when the node is slow (as in
+  // sanitizer builds), and nothing would ever be cut off.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 * 1024);
+  auto watch_stub = v1::Fanout::NewStub(
+      grpc::CreateCustomChannel(node_->grpc_address(), grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   v1::WatchRequest req;
   req.set_topic("empty");
-  auto reader = stub_->Watch(&ctx, req);
+  auto reader = watch_stub->Watch(&ctx, req);
   reader->WaitForInitialMetadata();
   ASSERT_TRUE(WaitFor([&] { return Metric("fanout_watchers") == 1; }));
   // 50,000 empty payloads while the watcher reads nothing.
