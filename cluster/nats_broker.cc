@@ -7,6 +7,8 @@
 #include <optional>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -19,11 +21,25 @@ namespace fanout {
 namespace {
 
 constexpr char kStream[] = "FANOUT";
+// Topics whose history policy keeps messages: at most the largest policy's
+// messages per topic, for the longest policy's ttl.
+constexpr char kHistoryStream[] = "FANOUT_HISTORY";
+// Reader threads for history reads (recoveries and History calls).
+constexpr int kReaders = 2;
 // Headers a fanout publish carries (and the stream keeps and republishes).
 constexpr char kSeqHeader[] = "Fanout-Seq";
 constexpr char kKindHeader[] = "Fanout-Kind";
 constexpr char kOriginHeader[] = "Fanout-Origin";
 constexpr char kExcludeHeader[] = "Fanout-Exclude";
+// The topic's epoch: made by the publish that finds the topic without a
+// stored message, copied by every later one.
+constexpr char kEpochHeader[] = "Fanout-Epoch";
+// The stream sequence of the topic's previous message (the one this publish
+// was numbered after; 0 for the first): a history read walks back by it.
+constexpr char kPrevHeader[] = "Fanout-Prev";
+// When the publish was made (Unix milliseconds): the policy's ttl applies
+// to it, and History reports it.
+constexpr char kTimeHeader[] = "Fanout-Time";
 // Which node sent an answer (cluster-wide questions).
 constexpr char kNodeHeader[] = "Fanout-Node";
 constexpr char kQueryPrefix[] = "fanout.q.";
@@ -78,6 +94,36 @@ const char* Header(natsMsg* msg, const char* key) {
   const char* value = nullptr;
   if (natsMsgHeader_Get(msg, key, &value) != NATS_OK) return nullptr;
   return value;
+}
+
+uint64_t NumberHeader(natsMsg* msg, const char* key) {
+  uint64_t n = 0;
+  const char* text = Header(msg, key);
+  if (text == nullptr || !absl::SimpleAtoi(text, &n)) return 0;
+  return n;
+}
+
+// A stored message's epoch; "0" for one stored by a fanoutd before epochs
+// (its topic keeps counting in that epoch until it is forgotten).
+std::string EpochOf(natsMsg* msg) {
+  const char* e = Header(msg, kEpochHeader);
+  if (e == nullptr || *e == '\0' || std::strlen(e) > kMaxEpochLength) return "0";
+  for (const char* c = e; *c != '\0'; ++c) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(*c)) && *c != '-') return "0";
+  }
+  return e;
+}
+
+// A new epoch for a topic that has no stored message: random, so that two
+// nodes starting a topic at once (one of them loses the race and takes the
+// winner's) or one topic started again after it was forgotten never share
+// one.
+std::string NewClusterEpoch() {
+  static constexpr char kAlphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+  thread_local absl::BitGen gen;
+  std::string e = "c";
+  for (int i = 0; i < 12; ++i) e.push_back(kAlphabet[absl::Uniform(gen, 0, 36)]);
+  return e;
 }
 
 }  // namespace
@@ -169,7 +215,31 @@ absl::StatusOr<std::unique_ptr<NatsBroker>> NatsBroker::Create(NatsBrokerOptions
   }
   std::unique_ptr<NatsBroker> broker(new NatsBroker(std::move(options)));
   if (absl::Status s = broker->Connect(); !s.ok()) return s;
-  if (absl::Status s = broker->EnsureStream(); !s.ok()) return s;
+  if (absl::Status s = broker->EnsureStream(
+          {.name = kStream,
+           .subjects = kStreamSubjects,
+           .max_per_subject = 1,
+           .max_age_nanos = kMaxAgeNanos,
+           .description = "fanoutd: numbers each topic's publishes and republishes them to the "
+                          "nodes"});
+      !s.ok()) {
+    return s;
+  }
+  if (broker->options_.history.any()) {
+    // Kept for the longest policy's ttl: a topic quiet for longer has lost
+    // its history, and its next message starts a new epoch.
+    const HistoryConfig& h = broker->options_.history;
+    if (absl::Status s = broker->EnsureStream(
+            {.name = kHistoryStream,
+             .subjects = kHistoryStreamSubjects,
+             .max_per_subject = static_cast<int64_t>(h.largest_size()),
+             .max_age_nanos = absl::ToInt64Nanoseconds(h.longest_ttl()),
+             .description = absl::StrCat("fanoutd: topics with history (", h.Describe(), ")")});
+        !s.ok()) {
+      return s;
+    }
+  }
+  for (int i = 0; i < kReaders; ++i) broker->readers_.emplace_back([b = broker.get()] { b->RunReader(); });
   NatsBroker* b = broker.get();
   natsStatus s = natsConnection_Subscribe(&b->presence_sub_, b->nc_, kPresenceSubjects,
                                           &NatsBroker::OnPresence, b);
@@ -245,7 +315,7 @@ absl::Status NatsBroker::Connect() {
   return absl::OkStatus();
 }
 
-absl::Status NatsBroker::EnsureStream() {
+absl::Status NatsBroker::EnsureStream(const StreamSpec& spec) {
   // A NATS cluster that starts with the nodes answers before its JetStream
   // has a leader, and a busy one may time out on a request: look up (and
   // create) the stream until it works, for about 30 s, saying so.
@@ -257,56 +327,82 @@ absl::Status NatsBroker::EnsureStream() {
   for (bool said = false; absl::Now() < deadline;) {
     jsStreamInfo* info = nullptr;
     jsErrCode jerr = static_cast<jsErrCode>(0);
-    natsStatus s = js_GetStreamInfo(&info, js_, kStream, &wait, &jerr);
+    natsStatus s = js_GetStreamInfo(&info, js_, spec.name, &wait, &jerr);
     if (s == NATS_OK) {
       const jsStreamConfig* c = info->Config;
       bool ok = c->RePublish != nullptr && c->RePublish->Destination != nullptr &&
                 std::strcmp(c->RePublish->Destination, kRepublishSubjects) == 0 &&
-                c->SubjectsLen == 1 && std::strcmp(c->Subjects[0], kStreamSubjects) == 0;
-      jsStreamInfo_Destroy(info);
+                c->SubjectsLen == 1 && std::strcmp(c->Subjects[0], spec.subjects) == 0;
+      const bool same_limits =
+          c->MaxMsgsPerSubject == spec.max_per_subject && c->MaxAge == spec.max_age_nanos;
+      const std::string was = c->Description != nullptr ? c->Description : "";
       if (!ok) {
+        jsStreamInfo_Destroy(info);
         return absl::FailedPreconditionError(absl::StrCat(
-            "the JetStream stream ", kStream, " exists but was not made by fanoutd (it must take ",
-            kStreamSubjects, " and republish to ", kRepublishSubjects,
+            "the JetStream stream ", spec.name, " exists but was not made by fanoutd (it must take ",
+            spec.subjects, " and republish to ", kRepublishSubjects,
             "); delete it or use another NATS account"));
       }
+      if (same_limits) {
+        jsStreamInfo_Destroy(info);
+        return absl::OkStatus();
+      }
+      // The history flags changed (or differ between nodes): this node's
+      // limits become the stream's. Every node needs the same ones.
+      jsStreamConfig cfg = *c;
+      cfg.MaxMsgsPerSubject = spec.max_per_subject;
+      cfg.MaxAge = spec.max_age_nanos;
+      cfg.Description = spec.description.c_str();
+      jsStreamInfo* updated = nullptr;
+      jerr = static_cast<jsErrCode>(0);
+      s = js_UpdateStream(&updated, js_, &cfg, &wait, &jerr);
+      jsStreamInfo_Destroy(info);
+      if (s != NATS_OK) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "cannot change the JetStream stream ", spec.name, "'s limits to this node's --history (",
+            spec.description, "): ", NatsError(s)));
+      }
+      jsStreamInfo_Destroy(updated);
+      spdlog::warn("changed the JetStream stream {} from \"{}\" to \"{}\": every node of the "
+                   "cluster needs the same --history_size, --history_ttl and --history",
+                   spec.name, was, spec.description);
       return absl::OkStatus();
     }
     if (jerr == JSStreamNotFoundErr) {
       jsStreamConfig cfg;
       jsStreamConfig_Init(&cfg);
-      const char* subjects[] = {kStreamSubjects};
+      const char* subjects[] = {spec.subjects};
       jsRePublish republish;
       jsRePublish_Init(&republish);
-      republish.Source = kStreamSubjects;
+      republish.Source = spec.subjects;
       republish.Destination = kRepublishSubjects;
-      cfg.Name = kStream;
-      cfg.Description = "fanoutd: numbers each topic's publishes and republishes them to the nodes";
+      cfg.Name = spec.name;
+      cfg.Description = spec.description.c_str();
       cfg.Subjects = subjects;
       cfg.SubjectsLen = 1;
       cfg.Storage = js_FileStorage;
       cfg.Replicas = options_.replicas;
-      cfg.MaxMsgsPerSubject = 1;
-      cfg.MaxAge = kMaxAgeNanos;
+      cfg.MaxMsgsPerSubject = spec.max_per_subject;
+      cfg.MaxAge = spec.max_age_nanos;
       cfg.Duplicates = kDuplicateWindowNanos;
       cfg.RePublish = &republish;
       jerr = static_cast<jsErrCode>(0);
       s = js_AddStream(&info, js_, &cfg, &wait, &jerr);
       if (s == NATS_OK) {
         jsStreamInfo_Destroy(info);
-        spdlog::info("created the JetStream stream {} ({} replicas)", kStream, options_.replicas);
+        spdlog::info("created the JetStream stream {} ({} replicas)", spec.name, options_.replicas);
         return absl::OkStatus();
       }
       if (jerr == JSStreamNameExistErr) continue;  // another node was first: check its config
       if (jerr != 0) {
         return absl::FailedPreconditionError(absl::StrCat(
-            "cannot create the JetStream stream ", kStream, " with ", options_.replicas,
+            "cannot create the JetStream stream ", spec.name, " with ", options_.replicas,
             " replicas: ", NatsError(s),
             options_.replicas > 1 ? " (a NATS cluster of fewer servers needs --nats_replicas=1)"
                                   : ""));
       }
     } else if (jerr != 0 || (s != NATS_TIMEOUT && s != NATS_NO_RESPONDERS)) {
-      return absl::UnavailableError(absl::StrCat("cannot look up the JetStream stream ", kStream,
+      return absl::UnavailableError(absl::StrCat("cannot look up the JetStream stream ", spec.name,
                                                  ": ", NatsError(s)));
     }
     // Not ready, or busy: again.
@@ -334,6 +430,15 @@ void NatsBroker::Stop() {
   }
   interest_cv_.SignalAll();
   if (interest_thread_.joinable()) interest_thread_.join();
+  // The interest thread has handed over its reads: the readers answer
+  // every one (UNAVAILABLE) and end.
+  {
+    MutexLock lock(&read_mu_);
+    read_stop_ = true;
+  }
+  read_cv_.SignalAll();
+  for (auto& t : readers_) t.join();
+  readers_.clear();
   {
     MutexLock lock(&query_mu_);
     query_stop_ = true;
@@ -415,10 +520,19 @@ void NatsBroker::Publish(const OutgoingMessage& m, PublishDone done) {
   workers_[index]->Push(std::move(job));
 }
 
-absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const std::string& subject) {
+bool NatsBroker::KeepsHistory(absl::string_view topic) const {
+  return !topic.empty() && options_.history.any() && options_.history.For(topic).enabled();
+}
+
+const char* NatsBroker::StreamOf(absl::string_view topic) const {
+  return KeepsHistory(topic) ? kHistoryStream : kStream;
+}
+
+absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const char* stream,
+                                                              const std::string& subject) {
   natsMsg* msg = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  natsStatus s = js_GetLastMsg(&msg, js_, kStream, subject.c_str(), nullptr, &jerr);
+  natsStatus s = js_GetLastMsg(&msg, js_, stream, subject.c_str(), nullptr, &jerr);
   if (s != NATS_OK) {
     if (jerr == JSNoMessageFoundErr) return Position{};  // a new topic (or one forgotten)
     return absl::UnavailableError(
@@ -431,13 +545,16 @@ absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const std::string&
     return absl::DataLossError(absl::StrCat("the stream's last message on ", subject,
                                             " has no ", kSeqHeader, " header"));
   }
+  p.epoch = EpochOf(msg);
   natsMsg_Destroy(msg);
   return p;
 }
 
 absl::StatusOr<PublishResult> NatsBroker::PublishNow(
     Job& job, absl::flat_hash_map<std::string, Position>* positions) {
-  const std::string subject = IngestSubject(job.topic);
+  const bool history = KeepsHistory(job.topic);
+  const char* stream = history ? kHistoryStream : kStream;
+  const std::string subject = IngestSubject(job.topic, history);
   const std::string exclude = absl::StrCat(job.exclude);
   auto unavailable = [&](absl::string_view what, natsStatus s) {
     publish_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -447,7 +564,7 @@ absl::StatusOr<PublishResult> NatsBroker::PublishNow(
   for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
     auto it = positions->find(job.topic);
     if (it == positions->end()) {
-      auto last = LastPosition(subject);
+      auto last = LastPosition(stream, subject);
       if (!last.ok()) {
         publish_errors_.fetch_add(1, std::memory_order_relaxed);
         return last.status();
@@ -457,12 +574,18 @@ absl::StatusOr<PublishResult> NatsBroker::PublishNow(
     }
     const Position base = it->second;
     const uint64_t seq = base.seq + 1;
+    const std::string epoch = base.stream_seq == 0 ? NewClusterEpoch() : base.epoch;
     natsMsg* msg = nullptr;
     natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, job.payload.data(),
                                   static_cast<int>(job.payload.size()));
     if (s != NATS_OK) return unavailable("cannot build the NATS message", s);
     std::string seq_text = absl::StrCat(seq);
     natsMsgHeader_Set(msg, kSeqHeader, seq_text.c_str());
+    natsMsgHeader_Set(msg, kEpochHeader, epoch.c_str());
+    std::string prev = absl::StrCat(base.stream_seq);
+    natsMsgHeader_Set(msg, kPrevHeader, prev.c_str());
+    std::string now = absl::StrCat(absl::ToUnixMillis(absl::Now()));
+    natsMsgHeader_Set(msg, kTimeHeader, now.c_str());
     natsMsgHeader_Set(msg, kOriginHeader, options_.node_id.c_str());
     if (const char* kind = KindName(job.kind)) natsMsgHeader_Set(msg, kKindHeader, kind);
     if (job.exclude != 0) natsMsgHeader_Set(msg, kExcludeHeader, exclude.c_str());
@@ -484,13 +607,14 @@ absl::StatusOr<PublishResult> NatsBroker::PublishNow(
     s = js_PublishMsg(&ack, js_, msg, &po, &jerr);
     natsMsg_Destroy(msg);
     if (s == NATS_OK && !ack->Duplicate) {
-      it->second = {ack->Sequence, seq};
+      it->second = {ack->Sequence, seq, epoch};
       jsPubAck_Destroy(ack);
       published_.fetch_add(1, std::memory_order_relaxed);
       // This node's subscribers and what the others last reported (within
       // a second or so): best effort, without asking anyone.
-      return PublishResult{seq,
-                           delivery_->LocalSubscribers(job.topic) + RemoteSubscribers(job.topic)};
+      return PublishResult{
+          seq, delivery_->LocalSubscribers(job.topic) + RemoteSubscribers(job.topic),
+          job.topic.empty() ? std::string() : epoch};
     }
     bool lost = (s == NATS_OK && ack->Duplicate) || jerr == JSStreamWrongLastSequenceErr;
     if (ack) jsPubAck_Destroy(ack);
@@ -516,7 +640,7 @@ absl::StatusOr<PublishResult> NatsBroker::PublishNow(
 void NatsBroker::OnTopicActive(absl::string_view topic) {
   {
     MutexLock lock(&interest_mu_);
-    interest_queue_.emplace_back(std::string(topic), true);
+    interest_queue_.push_back({.topic = std::string(topic), .active = true});
   }
   interest_cv_.Signal();
 }
@@ -524,7 +648,7 @@ void NatsBroker::OnTopicActive(absl::string_view topic) {
 void NatsBroker::OnTopicIdle(absl::string_view topic) {
   {
     MutexLock lock(&interest_mu_);
-    interest_queue_.emplace_back(std::string(topic), false);
+    interest_queue_.push_back({.topic = std::string(topic), .active = false});
   }
   interest_cv_.Signal();
 }
@@ -533,15 +657,155 @@ void NatsBroker::RunInterest() {
   MutexLock lock(&interest_mu_);
   for (;;) {
     while (interest_queue_.empty() && !interest_stop_) interest_cv_.Wait(&interest_mu_);
-    if (interest_stop_) return;
-    auto [topic, active] = std::move(interest_queue_.front());
-    interest_queue_.pop_front();
-    if (active) {
-      Subscribe(topic);
-    } else {
-      Unsubscribe(topic);
+    if (interest_stop_) break;
+    // Everything queued so far, in order; reads wait for the changes queued
+    // before them.
+    std::vector<std::unique_ptr<HistoryRead>> reads;
+    while (!interest_queue_.empty()) {
+      InterestChange change = std::move(interest_queue_.front());
+      interest_queue_.pop_front();
+      if (change.read) {
+        reads.push_back(std::move(change.read));
+      } else if (change.active) {
+        Subscribe(change.topic);
+      } else {
+        Unsubscribe(change.topic);
+      }
+    }
+    if (reads.empty()) continue;
+    // Once the server has our subscriptions, a message stored after the
+    // read's request reaches it, it is republished to this node: the read
+    // and the live messages overlap, and the reader drops the overlap.
+    // (The request and the subscription travel one route connection to the
+    // stream's leader, in that order.)
+    interest_mu_.Unlock();
+    natsConnection_FlushTimeout(nc_, 2000);
+    {
+      MutexLock read_lock(&read_mu_);
+      for (auto& r : reads) reads_.push_back(std::move(r));
+    }
+    read_cv_.SignalAll();
+    interest_mu_.Lock();
+  }
+  // Reads still queued are answered by the readers' shutdown.
+  MutexLock read_lock(&read_mu_);
+  for (auto& change : interest_queue_) {
+    if (change.read) reads_.push_back(std::move(change.read));
+  }
+}
+
+void NatsBroker::ReadHistory(absl::string_view topic, const TopicPosition* since, size_t limit,
+                             bool after_interest,
+                             absl::AnyInvocable<void(absl::StatusOr<HistoryPage>) &&> done) {
+  auto read = std::make_unique<HistoryRead>();
+  read->topic = std::string(topic);
+  if (since != nullptr) read->since = *since;
+  read->limit = limit;
+  read->done = std::move(done);
+  if (after_interest) {
+    {
+      MutexLock lock(&interest_mu_);
+      if (!interest_stop_) {
+        interest_queue_.push_back({.topic = read->topic, .read = std::move(read)});
+      }
+    }
+    if (!read) return interest_cv_.Signal();
+  } else {
+    {
+      MutexLock lock(&read_mu_);
+      if (!read_stop_) reads_.push_back(std::move(read));
+    }
+    if (!read) return read_cv_.Signal();
+  }
+  std::move(read->done)(absl::UnavailableError("the node is shutting down"));
+}
+
+void NatsBroker::RunReader() {
+  for (;;) {
+    std::unique_ptr<HistoryRead> read;
+    {
+      MutexLock lock(&read_mu_);
+      while (reads_.empty() && !read_stop_) read_cv_.Wait(&read_mu_);
+      if (reads_.empty()) return;
+      read = std::move(reads_.front());
+      reads_.pop_front();
+    }
+    absl::StatusOr<HistoryPage> page =
+        stopping_.load() ? absl::UnavailableError("the node is shutting down") : ReadStored(*read);
+    std::move(read->done)(std::move(page));
+  }
+}
+
+absl::StatusOr<HistoryPage> NatsBroker::ReadStored(const HistoryRead& read) {
+  history_reads_.fetch_add(1, std::memory_order_relaxed);
+  const bool history = KeepsHistory(read.topic);
+  const char* stream = history ? kHistoryStream : kStream;
+  const std::string subject = IngestSubject(read.topic, history);
+  const HistoryPolicy policy = history ? options_.history.For(read.topic) : HistoryPolicy{};
+  auto failed = [&](absl::string_view what, natsStatus s) {
+    history_read_errors_.fetch_add(1, std::memory_order_relaxed);
+    return absl::UnavailableError(absl::StrCat(what, ": ", NatsError(s)));
+  };
+  HistoryPage page;
+  natsMsg* msg = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetLastMsg(&msg, js_, stream, subject.c_str(), nullptr, &jerr);
+  if (s != NATS_OK) {
+    if (jerr == JSNoMessageFoundErr) return page;  // not known: nothing kept
+    return failed("cannot read the topic's last message from JetStream", s);
+  }
+  page.known = true;
+  page.position = {NumberHeader(msg, kSeqHeader), EpochOf(msg)};
+  uint64_t after = 0;
+  if (read.since) {
+    if (read.since->epoch != page.position.epoch || read.since->seq > page.position.seq) {
+      natsMsg_Destroy(msg);
+      return page;  // another epoch, or a position it never had: incomplete
+    }
+    after = read.since->seq;
+  }
+  // Walk back from the last message while it is kept (the policy's size
+  // and ttl), newer than `after`: one request per message.
+  const absl::Time oldest = absl::Now() - policy.ttl;
+  std::vector<std::shared_ptr<const HistoryEntry>> newest_first;
+  uint64_t reached = page.position.seq + 1;  // the oldest seq collected
+  while (msg != nullptr) {
+    auto entry = std::make_shared<HistoryEntry>();
+    entry->seq = NumberHeader(msg, kSeqHeader);
+    entry->at = absl::FromUnixMillis(static_cast<int64_t>(NumberHeader(msg, kTimeHeader)));
+    const char* data = natsMsg_GetData(msg);
+    entry->payload.assign(data == nullptr ? "" : data,
+                          static_cast<size_t>(natsMsg_GetDataLength(msg)));
+    entry->kind = KindOf(Header(msg, kKindHeader));
+    const uint64_t prev = NumberHeader(msg, kPrevHeader);
+    const std::string epoch = EpochOf(msg);
+    natsMsg_Destroy(msg);
+    msg = nullptr;
+    // Another epoch's, out of the window, or not one after the other:
+    // history ends here.
+    if (entry->seq <= after || entry->seq + 1 != reached || epoch != page.position.epoch ||
+        newest_first.size() >= policy.size || entry->at < oldest) {
+      break;
+    }
+    reached = entry->seq;
+    newest_first.push_back(std::move(entry));
+    if (reached == after + 1 || prev == 0) break;
+    jerr = static_cast<jsErrCode>(0);
+    s = js_GetMsg(&msg, js_, stream, prev, nullptr, &jerr);
+    if (s != NATS_OK) {
+      msg = nullptr;
+      if (jerr == JSNoMessageFoundErr) break;  // dropped by the stream's limits
+      return failed("cannot read a kept message from JetStream", s);
     }
   }
+  history_read_messages_.fetch_add(newest_first.size(), std::memory_order_relaxed);
+  page.complete = reached <= after + 1;
+  // Oldest first, at most `limit`: the ones right after `after`.
+  for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
+    if (page.entries.size() >= read.limit) break;
+    page.entries.push_back(std::move(*it));
+  }
+  return page;
 }
 
 void NatsBroker::Subscribe(const std::string& topic) {
@@ -609,6 +873,7 @@ void NatsBroker::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, voi
       }
       const std::string& named = interest->pattern ? topic : interest->topic;
       if (!interest->pattern || !named.empty()) {
+        const std::string epoch = EpochOf(msg);
         self->delivery_->Deliver(
             {.topic = named,
              .broadcast = named.empty(),
@@ -616,7 +881,7 @@ void NatsBroker::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, voi
              .kind = KindOf(Header(msg, kKindHeader)),
              .exclude = exclude,
              .stream_seq = stream_seq},
-            seq);
+            seq, epoch);
       }
     } else {
       spdlog::warn("dropped a message on {} without a {} header (not published by fanoutd)",
@@ -992,6 +1257,13 @@ void NatsBroker::AppendMetrics(std::string* out) const {
   metric("counter", "fanout_cluster_publish_errors_total",
          "Publishes of this node answered UNAVAILABLE or ABORTED by the cluster.",
          publish_errors_.load());
+  metric("counter", "fanout_cluster_history_reads_total",
+         "History reads from JetStream (a recovery, or a History call).", history_reads_.load());
+  metric("counter", "fanout_cluster_history_read_messages_total",
+         "Kept messages those reads returned.", history_read_messages_.load());
+  metric("counter", "fanout_cluster_history_read_errors_total",
+         "History reads that failed (the recovery said recovered:false).",
+         history_read_errors_.load());
   metric("counter", "fanout_cluster_queries_total",
          "Cluster-wide questions this node asked (ListSubscribers, ListTopics, GetStats).",
          queries_asked_.load());

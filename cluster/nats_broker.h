@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/broker.h"
+#include "core/history.h"
 #include "core/mutex.h"
 
 struct __natsConnection;
@@ -36,6 +38,10 @@ struct NatsBrokerOptions {
   // Threads that publish into JetStream. A topic's publishes go through one
   // of them in order, so this bounds how many topics commit at once.
   int publish_workers = 8;
+  // Which topics keep history (the nodes' --history flags, the same on
+  // every node): theirs go into the stream FANOUT_HISTORY, which keeps the
+  // most any policy keeps; each topic's own policy applies when read.
+  HistoryConfig history;
   // How long a publish waits for JetStream's acknowledgement.
   absl::Duration publish_timeout = absl::Seconds(5);
   // Nodes announce themselves this often; one silent for three periods is
@@ -91,6 +97,14 @@ class NatsBroker final : public Broker {
   void Gather(absl::string_view verb, std::string request, absl::Duration timeout,
               absl::AnyInvocable<void(Gathered) &&> done) override;
   void AppendMetrics(std::string* out) const override;
+  // History lives in JetStream: each stored message names the stream
+  // sequence of the topic's previous one (Fanout-Prev), and a read walks
+  // back from the topic's last message, one request per message, on a
+  // reader thread.
+  bool keeps_history() const override { return true; }
+  void ReadHistory(absl::string_view topic, const TopicPosition* since, size_t limit,
+                   bool after_interest,
+                   absl::AnyInvocable<void(absl::StatusOr<HistoryPage>) &&> done) override;
   // The nodes heard from lately, this one included, by id.
   std::vector<std::string> peers();
 
@@ -110,10 +124,32 @@ class NatsBroker final : public Broker {
     int64_t charge = 0;
     PublishDone done;
   };
-  // The stream sequence and the fanout sequence of a topic's last message.
+  // The stream sequence, fanout sequence and epoch of a topic's last
+  // message.
   struct Position {
     uint64_t stream_seq = 0;
     uint64_t seq = 0;
+    std::string epoch;
+  };
+  struct StreamSpec {
+    const char* name;
+    const char* subjects;
+    int64_t max_per_subject;
+    int64_t max_age_nanos;
+    std::string description;
+  };
+  struct HistoryRead {
+    std::string topic;
+    std::optional<TopicPosition> since;
+    size_t limit = 0;
+    absl::AnyInvocable<void(absl::StatusOr<HistoryPage>) &&> done;
+  };
+  // A change of interest (a topic gained or lost its last local subscriber),
+  // or a history read waiting for the interest before it.
+  struct InterestChange {
+    std::string topic;
+    bool active = false;
+    std::unique_ptr<HistoryRead> read;
   };
   class Worker;
   struct Query {
@@ -125,10 +161,15 @@ class NatsBroker final : public Broker {
 
   explicit NatsBroker(NatsBrokerOptions options);
   absl::Status Connect();
-  absl::Status EnsureStream();
+  absl::Status EnsureStream(const StreamSpec& spec);
+  // Whether `topic` keeps history (the stream it goes into).
+  bool KeepsHistory(absl::string_view topic) const;
+  const char* StreamOf(absl::string_view topic) const;
+  absl::StatusOr<HistoryPage> ReadStored(const HistoryRead& read);
+  void RunReader();
   absl::StatusOr<PublishResult> PublishNow(Job& job,
                                            absl::flat_hash_map<std::string, Position>* positions);
-  absl::StatusOr<Position> LastPosition(const std::string& subject);
+  absl::StatusOr<Position> LastPosition(const char* stream, const std::string& subject);
   void RunInterest();
   void RunPresence();
   void RunQueries();
@@ -167,12 +208,19 @@ class NatsBroker final : public Broker {
   // Interest changes, applied in order by the interest thread.
   Mutex interest_mu_;
   CondVar interest_cv_;
-  std::deque<std::pair<std::string, bool>> interest_queue_ ABSL_GUARDED_BY(interest_mu_);
+  std::deque<InterestChange> interest_queue_ ABSL_GUARDED_BY(interest_mu_);
   absl::flat_hash_map<std::string, Interest*> interests_ ABSL_GUARDED_BY(interest_mu_);
   bool interest_stop_ ABSL_GUARDED_BY(interest_mu_) = false;
   std::thread interest_thread_;
 
   std::vector<std::unique_ptr<Worker>> workers_;
+
+  // History reads, answered by reader threads.
+  Mutex read_mu_;
+  CondVar read_cv_;
+  std::deque<std::unique_ptr<HistoryRead>> reads_ ABSL_GUARDED_BY(read_mu_);
+  bool read_stop_ ABSL_GUARDED_BY(read_mu_) = false;
+  std::vector<std::thread> readers_;
 
   // Cluster-wide questions: this node's answers, and the ones it asks.
   QueryHandler query_handler_;
@@ -209,6 +257,9 @@ class NatsBroker final : public Broker {
   std::atomic<int64_t> subscriptions_{0};
   std::atomic<uint64_t> queries_asked_{0};
   std::atomic<uint64_t> queries_partial_{0};
+  std::atomic<uint64_t> history_reads_{0};
+  std::atomic<uint64_t> history_read_messages_{0};
+  std::atomic<uint64_t> history_read_errors_{0};
 };
 
 }  // namespace fanout

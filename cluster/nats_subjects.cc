@@ -22,9 +22,10 @@ std::string TopicTokens(absl::string_view topic) {
   return out;
 }
 
-std::string IngestSubject(absl::string_view topic) {
-  return topic.empty() ? absl::StrCat(kIngestPrefix, kBroadcastToken)
-                       : absl::StrCat(kIngestPrefix, TopicTokens(topic));
+std::string IngestSubject(absl::string_view topic, bool history) {
+  const char* prefix = history ? kHistoryIngestPrefix : kIngestPrefix;
+  return topic.empty() ? absl::StrCat(prefix, kBroadcastToken)
+                       : absl::StrCat(prefix, TopicTokens(topic));
 }
 
 std::string DeliverySubject(absl::string_view topic) {
@@ -35,7 +36,8 @@ std::string DeliverySubject(absl::string_view topic) {
 bool TopicOfSubject(absl::string_view subject, std::string* topic, bool* broadcast) {
   *broadcast = false;
   if (!absl::ConsumePrefix(&subject, kDeliveryPrefix) &&
-      !absl::ConsumePrefix(&subject, kIngestPrefix)) {
+      !absl::ConsumePrefix(&subject, kIngestPrefix) &&
+      !absl::ConsumePrefix(&subject, kHistoryIngestPrefix)) {
     return false;
   }
   if (subject == kBroadcastToken) {

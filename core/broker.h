@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "core/delivery_budget.h"
+#include "core/history.h"
 #include "core/message.h"
 
 namespace fanout {
@@ -60,9 +61,10 @@ class LocalDelivery {
   // Takes the topic's next local sequence number and delivers under it, in
   // one step (the in-process broker: the sequence lives with the subscribers).
   virtual PublishResult DeliverNext(const OutgoingMessage& m) = 0;
-  // Delivers a message whose sequence number the broker assigned (a
-  // cluster); returns how many local subscribers it was handed to.
-  virtual uint64_t Deliver(const OutgoingMessage& m, uint64_t seq) = 0;
+  // Delivers a message whose sequence number (in `epoch`) the broker
+  // assigned (a cluster); returns how many local subscribers it was handed
+  // to.
+  virtual uint64_t Deliver(const OutgoingMessage& m, uint64_t seq, absl::string_view epoch) = 0;
   // How many local subscribers `topic` has (every connection for a
   // broadcast, `topic` empty).
   virtual uint64_t LocalSubscribers(absl::string_view topic) const = 0;
@@ -119,6 +121,22 @@ class Broker {
                       absl::AnyInvocable<void(Gathered) &&> done) = 0;
   // Prometheus text for the broker's own metrics (may append nothing).
   virtual void AppendMetrics(std::string* out) const = 0;
+
+  // Whether the broker keeps the topics' positions and history (a cluster:
+  // in JetStream, readable from any node); otherwise the hub's registry
+  // does.
+  virtual bool keeps_history() const { return false; }
+  // Reads `topic`'s kept messages after `since` (HistoryPage), at most
+  // `limit`; `done` runs once, on a broker thread. With `after_interest`,
+  // the read starts only once this node receives the topic's new messages
+  // (its interest, announced by OnTopicActive before this call, is in
+  // place), so that a reader that also takes live messages misses none
+  // between the two. UNIMPLEMENTED unless keeps_history().
+  virtual void ReadHistory(absl::string_view topic, const TopicPosition* since, size_t limit,
+                           bool after_interest,
+                           absl::AnyInvocable<void(absl::StatusOr<HistoryPage>) &&> done) {
+    std::move(done)(absl::UnimplementedError("this broker keeps no history"));
+  }
 };
 
 }  // namespace fanout

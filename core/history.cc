@@ -59,4 +59,23 @@ absl::Duration HistoryConfig::longest_ttl() const {
   return longest;
 }
 
+size_t HistoryConfig::largest_size() const {
+  size_t largest = default_.enabled() ? default_.size : 0;
+  for (const auto& [pattern, policy] : overrides_) {
+    if (policy.enabled()) largest = std::max(largest, policy.size);
+  }
+  return largest;
+}
+
+std::string HistoryConfig::Describe() const {
+  auto one = [](const HistoryPolicy& p) {
+    return absl::StrCat(p.size, ":", absl::FormatDuration(p.ttl));
+  };
+  std::string out = absl::StrCat("default=", one(default_));
+  for (const auto& [pattern, policy] : overrides_) {
+    absl::StrAppend(&out, ",", pattern.text(), ":", one(policy));
+  }
+  return out;
+}
+
 }  // namespace fanout

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +50,10 @@ class HistoryConfig {
   bool any() const;
   // The longest ttl of any policy (how long a retained topic may need to stay).
   absl::Duration longest_ttl() const;
+  // The largest size of any enabled policy.
+  size_t largest_size() const;
+  // The policies as text (the flags' syntax), to compare two nodes'.
+  std::string Describe() const;
 
  private:
   HistoryPolicy default_;
@@ -65,6 +70,17 @@ struct HistoryEntry {
   std::optional<PayloadKind> kind;
   // What the entry costs the history budget (--max_history_bytes).
   int64_t cost() const { return static_cast<int64_t>(sizeof(HistoryEntry) + 32 + payload.size()); }
+};
+
+// A topic's kept messages after a position (all of them without one), oldest
+// first: what History answers and a recovery replays. `complete` is false
+// when they do not reach back to since.seq + 1, or since names another epoch
+// (then `entries` is empty). `known`: the topic has a position.
+struct HistoryPage {
+  bool known = false;
+  TopicPosition position;
+  std::vector<std::shared_ptr<const HistoryEntry>> entries;
+  bool complete = false;
 };
 
 }  // namespace fanout

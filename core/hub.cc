@@ -116,7 +116,7 @@ PublishResult Hub::DeliverNext(const OutgoingMessage& m) {
   return {plan.seq, plan.snapshot->size, std::move(plan.epoch)};
 }
 
-uint64_t Hub::Deliver(const OutgoingMessage& m, uint64_t seq) {
+uint64_t Hub::Deliver(const OutgoingMessage& m, uint64_t seq, absl::string_view epoch) {
   std::shared_ptr<const SubscriberSnapshot> snapshot;
   if (m.broadcast) {
     MutexLock lock(&connections_mu_);
@@ -125,7 +125,7 @@ uint64_t Hub::Deliver(const OutgoingMessage& m, uint64_t seq) {
     snapshot = registry_.Recipients(m.topic, m.stream_seq);
     if (!snapshot) return 0;
   }
-  DeliverTo(snapshot, m, seq);
+  DeliverTo(snapshot, m, seq, m.broadcast ? absl::string_view() : epoch);
   return snapshot->size;
 }
 
@@ -277,10 +277,10 @@ absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber>
     return registry_.SubscribePattern(*pattern, std::move(subscriber));
   }
   if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
-  if (broker_->clustered()) {
-    // A cluster numbers topics in JetStream; this node's registry knows
-    // neither the position nor the history.
-    if (recovery != nullptr) *recovery = Recovery{};
+  if (broker_->keeps_history()) {
+    // A cluster numbers topics in JetStream and keeps their history there:
+    // the caller asks Recover once subscribed.
+    if (recovery != nullptr) *recovery = Recovery{.pending = since != nullptr};
     return registry_.Subscribe(topic, std::move(subscriber));
   }
   return registry_.Subscribe(topic, std::move(subscriber), since, recovery);
@@ -297,16 +297,27 @@ std::shared_ptr<const Message> Hub::EncodeKept(absl::string_view topic, absl::st
                         .raw = format == DeliveryFormat::kRaw});
 }
 
-absl::StatusOr<TopicRegistry::HistoryPage> Hub::History(absl::string_view topic,
-                                                        const TopicPosition* since,
-                                                        size_t limit) {
-  if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
-  if (broker_->clustered()) {
-    return absl::FailedPreconditionError(
-        "History is not available in a cluster yet: each node keeps history in its own memory "
-        "(docs/design/cluster.md)");
+void Hub::Recover(absl::string_view topic, const TopicPosition& since, RecoveryDone done) {
+  broker_->ReadHistory(
+      topic, &since, SIZE_MAX, /*after_interest=*/true,
+      [since, done = std::move(done)](absl::StatusOr<HistoryPage> page) mutable {
+        Recovery r;
+        if (page.ok()) {
+          r.position = std::move(page->position);
+          r.recovered = page->complete && r.position.epoch == since.epoch;
+          if (r.recovered) r.missed = std::move(page->entries);
+        }
+        std::move(done)(std::move(r));
+      });
+}
+
+void Hub::History(absl::string_view topic, const TopicPosition* since, size_t limit,
+                  HistoryDone done) {
+  if (absl::Status s = ValidateTopic(topic); !s.ok()) return std::move(done)(s);
+  if (broker_->keeps_history()) {
+    return broker_->ReadHistory(topic, since, limit, /*after_interest=*/false, std::move(done));
   }
-  return registry_.History(topic, since, limit);
+  std::move(done)(registry_.History(topic, since, limit));
 }
 
 void Hub::Unsubscribe(absl::string_view topic, uint64_t id) {

@@ -103,7 +103,7 @@ class Hub final : public LocalDelivery {
 
   // LocalDelivery, for the broker.
   PublishResult DeliverNext(const OutgoingMessage& m) override;
-  uint64_t Deliver(const OutgoingMessage& m, uint64_t seq) override;
+  uint64_t Deliver(const OutgoingMessage& m, uint64_t seq, absl::string_view epoch) override;
   uint64_t LocalSubscribers(absl::string_view topic) const override;
   Broker& broker() { return *broker_; }
   const Broker& broker() const { return *broker_; }
@@ -145,21 +145,33 @@ class Hub final : public LocalDelivery {
   // With `since` (a position the client saw), `recovery` receives the
   // messages it missed, or why it cannot have them (TopicRegistry::Recovery):
   // the caller queues them before returning to its I/O thread, and every
-  // later message comes as a live delivery after them. In a cluster nothing
-  // is recovered yet (recovered false, position unknown).
+  // later message comes as a live delivery after them. In a cluster the
+  // history is in JetStream: Subscribe only subscribes and sets
+  // `recovery->pending`; the caller then calls Recover.
   using Recovery = TopicRegistry::Recovery;
   absl::Status Subscribe(absl::string_view topic, std::shared_ptr<Subscriber> subscriber,
                          const TopicPosition* since = nullptr, Recovery* recovery = nullptr);
+  // A cluster's recovery for a subscriber Subscribe has just subscribed:
+  // what `topic` kept after `since`, read from JetStream once this node
+  // receives the topic's live messages, so that the two overlap rather than
+  // leave a gap. The caller holds the topic's live messages back until
+  // `done` (on a broker thread), then drops those the replay or the
+  // position covers (same epoch, seq at most the last one replayed, or the
+  // position's). When the read fails: not recovered, position unknown.
+  using RecoveryDone = absl::AnyInvocable<void(Recovery) &&>;
+  void Recover(absl::string_view topic, const TopicPosition& since, RecoveryDone done);
   // A kept message of `topic` encoded for one connection of `format` (a
   // recovery's replay).
   static std::shared_ptr<const Message> EncodeKept(absl::string_view topic,
                                                    absl::string_view epoch,
                                                    const HistoryEntry& entry,
                                                    DeliveryFormat format);
-  // The kept messages of `topic` after `since` (TopicRegistry::History).
-  // FAILED_PRECONDITION in a cluster (history lives in each node's memory).
-  absl::StatusOr<TopicRegistry::HistoryPage> History(absl::string_view topic,
-                                                     const TopicPosition* since, size_t limit);
+  // The kept messages of `topic` after `since` (HistoryPage): the
+  // registry's, or a cluster's from JetStream. `done` runs once, inline or
+  // on a broker thread.
+  using HistoryDone = absl::AnyInvocable<void(absl::StatusOr<HistoryPage>) &&>;
+  void History(absl::string_view topic, const TopicPosition* since, size_t limit,
+               HistoryDone done);
   void Unsubscribe(absl::string_view topic, uint64_t id);
 
   const Limits& limits() const { return limits_; }

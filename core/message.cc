@@ -159,6 +159,7 @@ Message::~Message() {
 std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec) {
   auto msg = std::make_shared<Message>();
   msg->seq_ = spec.seq;
+  if (spec.seq != 0) msg->epoch_ = std::string(spec.epoch);
   if (!spec.broadcast) msg->topic_ = std::string(spec.topic);
   msg->payload_size_ = spec.payload.size();
   // Classified once; a raw frame alone needs only text or binary.

@@ -76,6 +76,8 @@ class Message {
     return format == DeliveryFormat::kJson ? json_frame_ : raw_frame_;
   }
   uint64_t seq() const { return seq_; }
+  // The topic's epoch (empty when unnumbered or not known).
+  const std::string& epoch() const { return epoch_; }
   // The topic (empty for a broadcast).
   const std::string& topic() const { return topic_; }
   size_t payload_size() const { return payload_size_; }
@@ -91,6 +93,7 @@ class Message {
  private:
   friend std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec);
   uint64_t seq_ = 0;
+  std::string epoch_;
   std::string topic_;
   size_t payload_size_ = 0;
   int64_t memory_bytes_ = 0;

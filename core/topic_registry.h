@@ -64,6 +64,8 @@ class TopicRegistry {
   // since.seq is in `missed` (in order; possibly none), else nothing to
   // replay and `position` is where the topic stands.
   struct Recovery {
+    // A cluster's: to be read from JetStream (Hub::Recover), nothing yet.
+    bool pending = false;
     bool recovered = false;
     TopicPosition position;
     std::vector<std::shared_ptr<const HistoryEntry>> missed;
@@ -115,12 +117,7 @@ class TopicRegistry {
   // unset), oldest first, at most `limit`. `complete` is false when the
   // history does not reach back to since.seq + 1, or since names another
   // epoch (then `entries` is empty).
-  struct HistoryPage {
-    bool known = false;
-    TopicPosition position;
-    std::vector<std::shared_ptr<const HistoryEntry>> entries;
-    bool complete = false;
-  };
+  using HistoryPage = ::fanout::HistoryPage;
   HistoryPage History(absl::string_view topic, const Since* since, size_t limit);
 
   // Up to `limit` recipients of `topic` (its subscribers and those of the

@@ -81,21 +81,25 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::History(grpc::CallbackServerContext
     return Finish(ctx, absl::InvalidArgumentError("since.epoch is not an epoch of this node"));
   }
   TopicPosition since{req->since().seq(), req->since().epoch()};
-  auto page = hub_->History(req->topic(), req->has_since() ? &since : nullptr,
-                            req->limit() == 0 ? 100 : static_cast<size_t>(req->limit()));
-  if (!page.ok()) return Finish(ctx, page.status());
-  if (page->known) {
-    resp->mutable_position()->set_seq(page->position.seq);
-    resp->mutable_position()->set_epoch(page->position.epoch);
-  }
-  for (const auto& e : page->entries) {
-    v1::HistoryMessage* m = resp->add_messages();
-    m->set_seq(e->seq);
-    m->set_payload(e->payload);
-    SetTimestamp(e->at, m->mutable_published_at());
-  }
-  resp->set_complete(page->complete);
-  return Finish(ctx, absl::OkStatus());
+  AsyncUnary call(ctx);
+  hub_->History(req->topic(), req->has_since() ? &since : nullptr,
+                req->limit() == 0 ? 100 : static_cast<size_t>(req->limit()),
+                call.Finisher([resp](absl::StatusOr<HistoryPage> page) {
+                  if (!page.ok()) return page.status();
+                  if (page->known) {
+                    resp->mutable_position()->set_seq(page->position.seq);
+                    resp->mutable_position()->set_epoch(page->position.epoch);
+                  }
+                  for (const auto& e : page->entries) {
+                    v1::HistoryMessage* m = resp->add_messages();
+                    m->set_seq(e->seq);
+                    m->set_payload(e->payload);
+                    SetTimestamp(e->at, m->mutable_published_at());
+                  }
+                  resp->set_complete(page->complete);
+                  return absl::OkStatus();
+                }));
+  return call.Return();
 }
 
 grpc::ServerUnaryReactor* FanoutServiceImpl::Broadcast(grpc::CallbackServerContext* ctx,

@@ -106,6 +106,7 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
                                       .node_id = options.node_id,
                                       .replicas = options.nats_replicas,
                                       .publish_workers = options.nats_publish_workers,
+                                      .history = options.history,
                                       .on_connection = [raw](bool connected) {
                                         raw->OnBrokerConnection(connected);
                                       }});
