@@ -91,7 +91,11 @@ void WsSession::Start(StartParams params) {
                                                          front_end_->options().handshake_timeout));
       return WaitRead();
     }
-    if (since != nullptr && fresh) recoveries.emplace_back(t, std::move(recovery));
+    if (since != nullptr && fresh && recovery.pending) {
+      BeginRecovery(t, *since, std::nullopt);
+    } else if (since != nullptr && fresh) {
+      recoveries.emplace_back(t, std::move(recovery));
+    }
     if (fresh && ConflatedByNode(t)) conflate_topics_.insert(t);
   }
   front_end_->CountAccepted();
@@ -352,6 +356,7 @@ void WsSession::HandleControl(absl::string_view text) {
     }
     if (!already && (m.conflate || ConflatedByNode(topic))) conflate_topics_.insert(topic);
     if (since == nullptr) return Reply(OkReply(m.id));
+    if (recovery.pending) return BeginRecovery(topic, *since, m.id);
     // The answer first, then what was missed; live messages follow (they are
     // posted to this thread, so they run after this handler).
     std::string reply = OkReply(m.id);
@@ -458,6 +463,80 @@ absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic, const Topic
   return absl::OkStatus();
 }
 
+void WsSession::BeginRecovery(const std::string& topic, const TopicPosition& since,
+                              std::optional<json::value> id) {
+  const uint64_t token = ++recovery_tokens_;
+  recovering_[topic] = {.token = token, .since = since, .id = std::move(id)};
+  covered_.erase(topic);
+  front_end_->hub().Recover(topic, since, [self = shared_from_this(), topic,
+                                           token](Hub::Recovery r) mutable {
+    // From a broker thread.
+    asio::post(self->thread_->context, [self, topic = std::move(topic), token,
+                                        r = std::move(r)]() mutable {
+      self->FinishRecovery(topic, token, std::move(r));
+    });
+  });
+}
+
+void WsSession::FinishRecovery(const std::string& topic, uint64_t token, Hub::Recovery r) {
+  auto it = recovering_.find(topic);
+  if (it == recovering_.end() || it->second.token != token) return;  // unsubscribed since
+  PendingRecovery p = std::move(it->second);
+  recovering_.erase(it);
+  held_bytes_ -= p.held_bytes;
+  if (phase_ != Phase::kOpen) return;
+  if (p.id) {
+    std::string reply = OkReply(*p.id);
+    reply.pop_back();
+    absl::StrAppend(&reply, ",", RecoveryFields(r), "}");
+    Reply(std::move(reply));
+  } else {
+    Reply(absl::StrCat(R"({"op":"recovery","topic":")", topic, R"(",)", RecoveryFields(r), "}"));
+  }
+  Replay(topic, r);
+  if (phase_ != Phase::kOpen) return;
+  // What the answer covered: the last message replayed (or since, when
+  // nothing was missed), or the position the client reloads from.
+  if (r.recovered) {
+    covered_[topic] = r.missed.empty() ? p.since
+                                       : TopicPosition{r.missed.back()->seq, r.position.epoch};
+  } else if (!r.position.epoch.empty()) {
+    covered_[topic] = r.position;
+  }
+  for (const auto& message : p.held) {
+    DeliverOnIoThread(message);
+    if (phase_ != Phase::kOpen) return;
+  }
+}
+
+bool WsSession::HeldOrCovered(const std::shared_ptr<const Message>& message) {
+  const std::string& topic = message->topic();
+  if (topic.empty()) return false;  // a broadcast
+  if (auto r = recovering_.find(topic); r != recovering_.end()) {
+    PendingRecovery& p = r->second;
+    const size_t bytes = message->Frame(identity().format).size();
+    p.held_bytes += bytes;
+    held_bytes_ += bytes;
+    if (held_bytes_ > front_end_->options().max_outbound_queue_bytes) {
+      // Every topic's held messages together count as the outbound queue
+      // would: JetStream is slower than the topics, as for a client that
+      // cannot keep up.
+      SlowConsumer();
+      return true;
+    }
+    p.held.push_back(message);
+    return true;
+  }
+  auto c = covered_.find(topic);
+  if (c == covered_.end()) return false;
+  if (message->seq() == 0) return false;  // unnumbered (skip_history): live only
+  if (message->epoch() == c->second.epoch && message->seq() <= c->second.seq) {
+    return true;  // replayed, or before the position
+  }
+  covered_.erase(c);
+  return false;
+}
+
 void WsSession::Replay(absl::string_view topic, const Hub::Recovery& recovery) {
   for (const auto& entry : recovery.missed) {
     DeliverOnIoThread(
@@ -483,6 +562,18 @@ bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
   front_end_->hub().Unsubscribe(topic, id());
   conflate_topics_.erase(topic);
   conflated_.erase(topic);
+  covered_.erase(topic);
+  if (auto r = recovering_.find(topic); r != recovering_.end()) {
+    // Gone before JetStream answered: the subscribe is answered now.
+    if (r->second.id) {
+      std::string reply = OkReply(*r->second.id);
+      reply.pop_back();
+      absl::StrAppend(&reply, R"(,"recovered":false})");
+      Reply(std::move(reply));
+    }
+    held_bytes_ -= r->second.held_bytes;
+    recovering_.erase(r);
+  }
   topics_.erase(it);
   return true;
 }
@@ -537,6 +628,7 @@ bool WsSession::EnqueueOwned(std::string bytes, bool bypass_limit, bool pong) {
 
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
   if (phase_ != Phase::kOpen) return;
+  if ((!recovering_.empty() || !covered_.empty()) && HeldOrCovered(message)) return;
   // Behind (the kernel took less than we had), on a conflating topic: keep
   // the newest only.
   if (writing_ && !conflate_topics_.empty() && conflate_topics_.contains(message->topic())) {

@@ -142,6 +142,16 @@ class WsSession final : public Subscriber,
   absl::Status SubscribeOnIoThread(absl::string_view topic, const TopicPosition* since = nullptr,
                                    Hub::Recovery* recovery = nullptr);
   void Replay(absl::string_view topic, const Hub::Recovery& recovery);
+  // A cluster's recovery (Hub::Recover): the answer to the subscribe (`id`;
+  // unset: the URL's since=, answered by an op:recovery notice) and the
+  // topic's live messages wait until JetStream has answered.
+  void BeginRecovery(const std::string& topic, const TopicPosition& since,
+                     std::optional<boost::json::value> id);
+  void FinishRecovery(const std::string& topic, uint64_t token, Hub::Recovery recovery);
+  // For a live delivery while recoveries wait or have just ended: true when
+  // it is held back (recovering) or dropped (a replay or the position
+  // covered it).
+  bool HeldOrCovered(const std::shared_ptr<const Message>& message);
   // Returns true when the connection was on the topic.
   bool UnsubscribeOnIoThread(absl::string_view topic);
 
@@ -225,6 +235,22 @@ class WsSession final : public Subscriber,
   };
   absl::flat_hash_set<std::string> conflate_topics_;
   absl::flat_hash_map<std::string, Conflated> conflated_;
+  // Cluster recoveries waiting for JetStream, by topic (BeginRecovery).
+  struct PendingRecovery {
+    uint64_t token = 0;
+    TopicPosition since;
+    std::optional<boost::json::value> id;
+    std::vector<std::shared_ptr<const Message>> held;
+    size_t held_bytes = 0;
+  };
+  absl::flat_hash_map<std::string, PendingRecovery> recovering_;
+  uint64_t recovery_tokens_ = 0;
+  // What every recovering topic holds (bounded by --max_outbound_queue_bytes).
+  size_t held_bytes_ = 0;
+  // After a cluster recovery: the topic's position its answer covered; a
+  // live message of that epoch at or before it came twice (the read and
+  // the live stream overlap) and is dropped. Gone with the first one after.
+  absl::flat_hash_map<std::string, TopicPosition> covered_;
   // Queues what waits in conflated_, each saying how many it replaced.
   void FlushConflated();
   // Whether subscriptions to `topic` conflate by the node's --conflate.
