@@ -10,7 +10,10 @@ subscribers of a topic gets none of its traffic (NATS's own monitoring says
 so); broadcasts and client publishes cross nodes; a NATS server dying loses
 no subscription; all of NATS stopping turns every node NOT_SERVING with
 publishes refused, and restarting it brings every topic back; a fanout node
-dying leaves the others serving.
+dying leaves the others serving. With history (--history=hist.>:...), kept
+in JetStream, a client that comes back on another node, or on a node that
+never had the topic, recovers what it missed while publishes go on: no gap,
+no duplicate, the same epoch everywhere.
 
 The NATS servers listen on ports this script reserves first (a JetStream
 cluster needs its routes configured before it starts, so port 0 cannot be
@@ -236,6 +239,144 @@ class Subscriber:
             await self.task
 
 
+async def recv_json(ws):
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def seqs_until(ws, topic, last, epoch, results, name):
+    """Reads `topic`'s deliveries until seq `last`; checks each has `epoch`."""
+    seqs, epochs = [], set()
+    while not seqs or seqs[-1] < last:
+        m = await recv_json(ws)
+        if m.get("topic") == topic and "seq" in m:
+            seqs.append(m["seq"])
+            epochs.add(m.get("epoch"))
+    results.expect_eq(f"{name}: every delivery carries the topic's one epoch", epochs, {epoch})
+    return seqs
+
+
+async def check_recovery(pb2, stubs, ws, results):
+    """History in JetStream: recovery on any node, with publishes going on."""
+    topic = "hist.room"
+
+    def publish(node, n):
+        return stubs[node].Publish(pb2.PublishRequest(
+            topic=topic, payload=json.dumps({"n": n}).encode()), timeout=TIMEOUT)
+
+    # A client on B sees the first messages, published on A, then leaves.
+    first = await websockets.connect(f"ws://{ws['B']}/ws?topics={topic}")
+    deadline = time.monotonic() + TIMEOUT
+    seen = None
+    while seen is None and time.monotonic() < deadline:  # until B's interest is in place
+        r = await asyncio.to_thread(publish, "A", -1)
+        try:
+            while True:
+                m = json.loads(await asyncio.wait_for(first.recv(), 0.3))
+                if m.get("seq") == r.seq:
+                    seen = m
+                    break
+        except asyncio.TimeoutError:
+            pass
+    if seen is None:
+        raise Fatal("the subscriber on B never received a message of hist.room")
+    epoch = seen["epoch"]
+    results.check("cluster: a delivery carries the topic's epoch, the one Publish answered",
+                  bool(epoch) and r.epoch == epoch, f"{seen} / {r.epoch!r}")
+    await first.close()
+    left_at = seen["seq"]
+    # Missed while away: 40 publishes through C.
+    missed = [(await asyncio.to_thread(publish, "C", i)).seq for i in range(40)]
+    results.expect_eq("cluster: publishes through another node continue the one sequence",
+                      missed, list(range(left_at + 1, left_at + 41)))
+
+    # Publishes go on through A while the client comes back on C, a node
+    # that never had the topic.
+    accepted = []
+    stop = threading.Event()
+
+    def keep_publishing():
+        i = 1000
+        while not stop.is_set():
+            accepted.append(publish("A", i).seq)
+            i += 1
+            time.sleep(0.002)
+
+    publisher = threading.Thread(target=keep_publishing, daemon=True)
+    publisher.start()
+    try:
+        while len(accepted) < 20:
+            await asyncio.sleep(0.01)
+        back = await websockets.connect(f"ws://{ws['C']}/ws")
+        await back.send(json.dumps({"op": "subscribe", "topic": topic, "id": 1,
+                                    "since": {"seq": left_at, "epoch": epoch}}))
+        reply = await recv_json(back)
+        results.expect_eq("cluster: a subscribe with since on another node is answered "
+                          "recovered:true first", reply, {"id": 1, "ok": True, "recovered": True})
+        while len(accepted) < 60:
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.to_thread(publisher.join, TIMEOUT)
+    last = accepted[-1]
+    seqs = await seqs_until(back, topic, last, epoch, results, "cluster recovery on C")
+    results.expect_eq("cluster: the recovered client gets every message after since, then the "
+                      "live ones, each once, in order, while publishes went on",
+                      seqs, list(range(left_at + 1, last + 1)))
+    await back.close()
+
+    # The URL form, on A (the publishing node).
+    since = last - 5
+    url = await websockets.connect(
+        f"ws://{ws['A']}/ws?topics={topic}&since={topic}:{since}:{epoch}")
+    notice = await recv_json(url)
+    results.expect_eq("cluster: since= on the URL is announced by a recovery notice", notice,
+                      {"op": "recovery", "topic": topic, "recovered": True})
+    r = await asyncio.to_thread(publish, "B", 1)
+    seqs = await seqs_until(url, topic, r.seq, epoch, results, "cluster URL recovery on A")
+    results.expect_eq("cluster: the URL form replays the 5 missed, then the live one",
+                      seqs, list(range(since + 1, r.seq + 1)))
+    await url.close()
+    last = r.seq
+
+    # Gone: another epoch, or older than the policy keeps (hist.small: 3).
+    gone = await websockets.connect(f"ws://{ws['B']}/ws")
+    await gone.send(json.dumps({"op": "subscribe", "topic": topic, "id": 2,
+                                "since": {"seq": 3, "epoch": "not-this-one"}}))
+    results.expect_eq("cluster: a position of another epoch is answered with the topic's "
+                      "position, nothing replayed", await recv_json(gone),
+                      {"id": 2, "ok": True, "recovered": False,
+                       "position": {"seq": last, "epoch": epoch}})
+    small = [(await asyncio.to_thread(stubs["A"].Publish, pb2.PublishRequest(
+        topic="hist.small", payload=b'"s"'), timeout=TIMEOUT)) for _ in range(6)]
+    await gone.send(json.dumps({"op": "subscribe", "topic": "hist.small", "id": 3,
+                                "since": {"seq": small[1].seq, "epoch": small[1].epoch}}))
+    results.expect_eq("cluster: a position older than the topic's policy keeps gets "
+                      "recovered:false and where the topic stands",
+                      await recv_json(gone),
+                      {"id": 3, "ok": True, "recovered": False,
+                       "position": {"seq": small[-1].seq, "epoch": small[-1].epoch}})
+    await gone.send(json.dumps({"op": "ping", "id": 4}))
+    results.expect_eq("cluster: and nothing is replayed", await recv_json(gone),
+                      {"id": 4, "ok": True})
+    await gone.close()
+
+    # History over gRPC answers the same from any node.
+    h = await asyncio.to_thread(stubs["B"].History, pb2.HistoryRequest(
+        topic=topic, since=pb2.StreamPosition(seq=last - 3, epoch=epoch), limit=2),
+        timeout=TIMEOUT)
+    results.expect_eq("cluster: History on B gives the kept messages after since, oldest "
+                      "first, at most limit",
+                      ([m.seq for m in h.messages], h.position.seq, h.position.epoch, h.complete),
+                      ([last - 2, last - 1], last, epoch, True))
+    h = await asyncio.to_thread(stubs["C"].History, pb2.HistoryRequest(
+        topic="hist.small", since=pb2.StreamPosition(seq=1, epoch=small[0].epoch)),
+        timeout=TIMEOUT)
+    results.expect_eq("cluster: History says incomplete when the policy no longer reaches "
+                      "back, and gives what is kept",
+                      ([m.seq for m in h.messages], h.complete),
+                      ([s.seq for s in small[-3:]], False))
+
+
 def metric(ws_address, name):
     _, body = http_get(f"http://{ws_address}/metrics")
     for line in body.splitlines():
@@ -265,7 +406,8 @@ async def run(binary, tmp, results):
             servers = ",".join(nats.url((i + k) % 3) for k in range(3))
             node = Fanoutd(binary, name, extra_args=[
                 f"--nats={servers}", "--nats_replicas=3", f"--jwt_secret_file={secret}",
-                "--allow_anonymous", "--anonymous_subscribe=>", "--anonymous_publish=chat.>"])
+                "--allow_anonymous", "--anonymous_subscribe=>", "--anonymous_publish=chat.>",
+                "--history=hist.small:3:10m,hist.>:500:10m"])
             nodes[name] = (node, node.ready_line())
         ws = {n: addr["ws"] for n, (_, addr) in nodes.items()}
         grpc_addr = {n: addr["grpc"] for n, (_, addr) in nodes.items()}
@@ -504,6 +646,8 @@ async def run(binary, tmp, results):
             ok = await s.wait_for("chat", lambda s=s: (reply.get("seq"), {"m": "hi"}) in s.of(
                 "chat.1"))
             results.check(f"the chat message reaches {name}", ok, str(s.of("chat.1")[-3:]))
+
+        await check_recovery(pb2, stubs, ws, results)
 
         # --- a NATS server dies mid-stream: no subscription is lost
         server_a, _ = nats.connection_anywhere("fanout-A")
