@@ -1,6 +1,9 @@
 #include "core/hub.h"
 
 #include <algorithm>
+#include <map>
+
+#include <boost/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "core/topic.h"
@@ -28,7 +31,8 @@ Hub::Hub(const Options& options, Dispatcher* dispatcher, Broker* broker)
                          broker->OnTopicIdle(topic);
                        }
                      },
-                 .now = options.now}) {
+                 .now = options.now}),
+      presence_(options.presence, dispatcher->thread_count(), options.stripes) {
   broker_->Attach(this, budget_.get());
 }
 
@@ -277,13 +281,139 @@ absl::Status Hub::Subscribe(absl::string_view topic, std::shared_ptr<Subscriber>
     return registry_.SubscribePattern(*pattern, std::move(subscriber));
   }
   if (absl::Status s = ValidateTopic(topic); !s.ok()) return s;
+  const uint64_t id = subscriber->id();
+  const std::string user = presence_.enabled() ? subscriber->user() : std::string();
+  absl::Status s;
   if (broker_->keeps_history()) {
     // A cluster numbers topics in JetStream and keeps their history there:
     // the caller asks Recover once subscribed.
     if (recovery != nullptr) *recovery = Recovery{.pending = since != nullptr};
-    return registry_.Subscribe(topic, std::move(subscriber));
+    s = registry_.Subscribe(topic, std::move(subscriber));
+  } else {
+    s = registry_.Subscribe(topic, std::move(subscriber), since, recovery);
   }
-  return registry_.Subscribe(topic, std::move(subscriber), since, recovery);
+  if (s.ok() && presence_.enabled()) {
+    if (auto event = presence_.Join(topic, id, user)) DeliverPresence(*event);
+  }
+  return s;
+}
+
+bool Hub::WatchPresence(absl::string_view topic, std::shared_ptr<Subscriber> subscriber) {
+  return presence_.Watch(topic, std::move(subscriber));
+}
+
+void Hub::MovePresence(uint64_t id, const std::string& user,
+                       const std::vector<std::string>& topics) {
+  if (!presence_.enabled()) return;
+  for (const auto& topic : topics) {
+    for (const auto& event : presence_.SetUser(topic, id, user)) DeliverPresence(event);
+  }
+}
+
+namespace {
+
+// A node's part of a presence question, as JSON: {"c":connections,
+// "a":anonymous,"u":users,"l":[[user,connections],...],"m":more}.
+std::string EncodePresence(const PresenceTracker::Counts& c) {
+  boost::json::array list;
+  for (const auto& [user, n] : c.user_list) list.push_back(boost::json::array{user.c_str(), n});
+  return boost::json::serialize(boost::json::object{{"e", c.enabled},
+                                                    {"c", c.connections},
+                                                    {"a", c.anonymous},
+                                                    {"u", c.users},
+                                                    {"l", std::move(list)},
+                                                    {"m", c.more_users}});
+}
+
+bool DecodePresence(absl::string_view body, PresenceTracker::Counts* c) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(boost::json::string_view(body.data(), body.size()), ec);
+  const boost::json::object* o = ec ? nullptr : v.if_object();
+  if (o == nullptr) return false;
+  auto number = [&](const char* key) -> uint64_t {
+    const boost::json::value* x = o->if_contains(key);
+    return x != nullptr && x->is_uint64()  ? x->get_uint64()
+           : x != nullptr && x->is_int64() ? static_cast<uint64_t>(std::max<int64_t>(0, x->get_int64()))
+                                           : 0;
+  };
+  auto flag = [&](const char* key) {
+    const boost::json::value* x = o->if_contains(key);
+    return x != nullptr && x->is_bool() && x->get_bool();
+  };
+  c->enabled = flag("e");
+  c->connections = number("c");
+  c->anonymous = number("a");
+  c->users = number("u");
+  c->more_users = flag("m");
+  if (const boost::json::value* l = o->if_contains("l"); l != nullptr && l->is_array()) {
+    for (const auto& e : l->get_array()) {
+      const boost::json::array* pair = e.if_array();
+      if (pair == nullptr || pair->size() != 2 || !(*pair)[0].is_string()) continue;
+      const boost::json::value& n = (*pair)[1];
+      c->user_list.emplace_back(std::string((*pair)[0].get_string()),
+                                n.is_uint64() ? n.get_uint64()
+                                : n.is_int64() ? static_cast<uint64_t>(n.get_int64())
+                                               : 0);
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+void Hub::QueryPresence(absl::string_view topic, size_t user_limit, absl::Duration timeout,
+                        PresenceDone done) {
+  if (!broker_->clustered()) {
+    return std::move(done)({.counts = presence_.Get(topic, user_limit)});
+  }
+  std::string request = boost::json::serialize(
+      boost::json::object{{"topic", boost::json::string_view(topic.data(), topic.size())}});
+  broker_->Gather(
+      kPresenceVerb, std::move(request), timeout,
+      [user_limit, enabled = presence_.Covers(topic), done = std::move(done)](Gathered g) mutable {
+        PresenceAnswer out;
+        out.partial = g.partial;
+        PresenceTracker::Counts& c = out.counts;
+        c.enabled = enabled;
+        std::map<std::string, uint64_t> users;  // by name, over the nodes
+        bool lists_complete = true;
+        uint64_t users_summed = 0;
+        for (const auto& a : g.answers) {
+          PresenceTracker::Counts part;
+          if (!DecodePresence(a.body, &part)) continue;
+          c.connections += part.connections;
+          c.anonymous += part.anonymous;
+          users_summed += part.users;
+          if (part.more_users) lists_complete = false;
+          for (auto& [user, n] : part.user_list) users[user] += n;
+        }
+        c.users = lists_complete ? users.size() : users_summed;
+        for (auto& [user, n] : users) {
+          if (c.user_list.size() >= user_limit) {
+            c.more_users = true;
+            break;
+          }
+          c.user_list.emplace_back(user, n);
+        }
+        std::move(done)(std::move(out));
+      });
+}
+
+std::string Hub::AnswerPresence(absl::string_view request) const {
+  boost::system::error_code ec;
+  boost::json::value v =
+      boost::json::parse(boost::json::string_view(request.data(), request.size()), ec);
+  const boost::json::object* o = ec ? nullptr : v.if_object();
+  const boost::json::value* topic = o == nullptr ? nullptr : o->if_contains("topic");
+  if (topic == nullptr || !topic->is_string()) return "";
+  absl::string_view t(topic->get_string().data(), topic->get_string().size());
+  if (!ValidateTopic(t).ok()) return "";
+  return EncodePresence(presence_.Get(t, kPresenceListed));
+}
+
+void Hub::DeliverPresence(const PresenceTracker::Event& event) {
+  if (!event.watchers || event.watchers->size == 0) return;
+  Fanout(event.watchers, EncodeNotice(PresenceEventJson(event), budget_), /*exclude=*/0);
 }
 
 std::shared_ptr<const Message> Hub::EncodeKept(absl::string_view topic, absl::string_view epoch,
@@ -323,8 +453,8 @@ void Hub::History(absl::string_view topic, const TopicPosition* since, size_t li
 void Hub::Unsubscribe(absl::string_view topic, uint64_t id) {
   if (IsPattern(topic)) {
     registry_.UnsubscribePattern(topic, id);
-  } else {
-    registry_.Unsubscribe(topic, id);
+  } else if (registry_.Unsubscribe(topic, id) && presence_.enabled()) {
+    if (auto event = presence_.Leave(topic, id)) DeliverPresence(*event);
   }
 }
 

@@ -17,6 +17,7 @@
 #include "core/broker.h"
 #include "core/delivery_budget.h"
 #include "core/history.h"
+#include "core/presence.h"
 #include "core/limits.h"
 #include "core/mutex.h"
 #include "core/subscriber.h"
@@ -67,6 +68,8 @@ class Hub final : public LocalDelivery {
     absl::Duration topic_ttl = absl::Minutes(5);
     // Which topics keep history on a standalone node.
     HistoryConfig history;
+    // Topics that keep presence (--presence): who is subscribed, by user.
+    std::vector<TopicPattern> presence;
     // The clock of topic lifetimes and history (tests move it).
     std::function<absl::Time()> now = [] { return absl::Now(); };
   };
@@ -174,6 +177,32 @@ class Hub final : public LocalDelivery {
                HistoryDone done);
   void Unsubscribe(absl::string_view topic, uint64_t id);
 
+  // Presence (--presence): who is subscribed to `topic`, counted as they
+  // come and go (PresenceTracker).
+  const PresenceTracker& presence() const { return presence_; }
+  // `subscriber`, subscribed to `topic`, hears its joins and leaves. False
+  // when the topic keeps no presence or it is not subscribed there.
+  bool WatchPresence(absl::string_view topic, std::shared_ptr<Subscriber> subscriber);
+  // Who is on `topic` (the first `user_limit` users listed): this node's
+  // counts, or in a cluster every node's, gathered within `timeout`
+  // (`partial` when a node did not answer). In a cluster `users` is exact
+  // while every node has at most kPresenceListed users on the topic, and
+  // otherwise adds up the nodes' own counts (a user on two nodes counts
+  // twice). `done` runs once, inline or on a broker thread.
+  static constexpr size_t kPresenceListed = 1000;
+  struct PresenceAnswer {
+    PresenceTracker::Counts counts;
+    bool partial = false;
+  };
+  using PresenceDone = absl::AnyInvocable<void(PresenceAnswer) &&>;
+  void QueryPresence(absl::string_view topic, size_t user_limit, absl::Duration timeout,
+                     PresenceDone done);
+  // The broker's `presence` question from another node: this node's part.
+  static constexpr char kPresenceVerb[] = "presence";
+  std::string AnswerPresence(absl::string_view request) const;
+  // Connection `id`, subscribed to `topics`, is now `user` (after SetUser).
+  void MovePresence(uint64_t id, const std::string& user, const std::vector<std::string>& topics);
+
   const Limits& limits() const { return limits_; }
   const TopicRegistry& registry() const { return registry_; }
   absl::Status ValidateTopic(absl::string_view topic) const;
@@ -206,6 +235,9 @@ class Hub final : public LocalDelivery {
   Broker* const broker_;
   const std::shared_ptr<DeliveryBudget> budget_;  // shared with every message
   TopicRegistry registry_;
+  PresenceTracker presence_;
+  // Sends a presence event to its watchers.
+  void DeliverPresence(const PresenceTracker::Event& event);
 
   Mutex connections_mu_;
   SubscriberSet connections_ ABSL_GUARDED_BY(connections_mu_);

@@ -190,4 +190,17 @@ std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec) {
   return msg;
 }
 
+std::shared_ptr<const Message> EncodeNotice(absl::string_view json,
+                                            std::shared_ptr<DeliveryBudget> budget) {
+  auto msg = std::make_shared<Message>();
+  msg->json_frame_ = BuildFrame(WsOpcode::kText, json);
+  msg->payload_size_ = json.size();
+  msg->memory_bytes_ = 16 + static_cast<int64_t>(sizeof(Message) + msg->json_frame_.capacity());
+  if (budget) {
+    budget->Charge(msg->memory_bytes_);
+    msg->budget_ = std::move(budget);
+  }
+  return msg;
+}
+
 }  // namespace fanout

@@ -92,6 +92,8 @@ class Message {
 
  private:
   friend std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec);
+  friend std::shared_ptr<const Message> EncodeNotice(absl::string_view json,
+                                                     std::shared_ptr<DeliveryBudget> budget);
   uint64_t seq_ = 0;
   std::string epoch_;
   std::string topic_;
@@ -104,6 +106,12 @@ class Message {
 
 // Encodes a delivery: its frames for the formats asked for, once.
 std::shared_ptr<const Message> EncodeMessage(const MessageSpec& spec);
+
+// A notice from the node (a presence event): one JSON text frame for JSON
+// clients, nothing for raw ones; no topic, so no conflation or recovery
+// holds it. Charged to `budget` when set.
+std::shared_ptr<const Message> EncodeNotice(absl::string_view json,
+                                            std::shared_ptr<DeliveryBudget> budget);
 
 }  // namespace fanout
 

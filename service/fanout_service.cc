@@ -1,5 +1,7 @@
 #include "service/fanout_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -99,6 +101,39 @@ grpc::ServerUnaryReactor* FanoutServiceImpl::History(grpc::CallbackServerContext
                   resp->set_complete(page->complete);
                   return absl::OkStatus();
                 }));
+  return call.Return();
+}
+
+grpc::ServerUnaryReactor* FanoutServiceImpl::Presence(grpc::CallbackServerContext* ctx,
+                                                      const v1::PresenceRequest* req,
+                                                      v1::PresenceResponse* resp) {
+  if (absl::Status s = Authorize(ctx, ApiTokens::Scope::kAdmin); !s.ok()) return Finish(ctx, s);
+  if (req->user_limit() < 0 || req->user_limit() > 1000) {
+    return Finish(ctx, absl::InvalidArgumentError("user_limit must be 0 to 1000"));
+  }
+  if (absl::Status s = hub_->ValidateTopic(req->topic()); !s.ok()) return Finish(ctx, s);
+  if (!hub_->presence().Covers(req->topic())) {
+    return Finish(ctx, absl::FailedPreconditionError(absl::StrCat(
+                           "the node keeps no presence for '", req->topic(), "' (--presence)")));
+  }
+  absl::Duration left = absl::FromChrono(ctx->deadline()) - absl::Now();
+  AsyncUnary call(ctx);
+  hub_->QueryPresence(
+      req->topic(), static_cast<size_t>(req->user_limit()),
+      std::clamp(left - absl::Milliseconds(50), absl::Milliseconds(10), absl::Milliseconds(500)),
+      call.Finisher([resp](Hub::PresenceAnswer a) {
+        resp->set_connections(a.counts.connections);
+        resp->set_users(a.counts.users);
+        resp->set_anonymous(a.counts.anonymous);
+        for (const auto& [user, n] : a.counts.user_list) {
+          v1::PresenceUser* u = resp->add_user_list();
+          u->set_user(user);
+          u->set_connections(n);
+        }
+        resp->set_more_users(a.counts.more_users);
+        resp->set_partial(a.partial);
+        return absl::OkStatus();
+      }));
   return call.Return();
 }
 

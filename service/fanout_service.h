@@ -102,6 +102,9 @@ class FanoutServiceImpl final : public fanout::v1::Fanout::CallbackService {
   grpc::ServerUnaryReactor* History(grpc::CallbackServerContext* ctx,
                                     const v1::HistoryRequest* req,
                                     v1::HistoryResponse* resp) override;
+  grpc::ServerUnaryReactor* Presence(grpc::CallbackServerContext* ctx,
+                                     const v1::PresenceRequest* req,
+                                     v1::PresenceResponse* resp) override;
 
   // Ends open PublishStream calls with UNAVAILABLE (Watch streams end through
   // the hub's observers). Called once shutdown has begun.

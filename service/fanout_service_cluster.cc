@@ -63,6 +63,7 @@ std::string FanoutServiceImpl::AnswerListing(absl::string_view verb, absl::strin
     }
     return resp.SerializeAsString();
   }
+  if (verb == Hub::kPresenceVerb) return hub_->AnswerPresence(request);
   if (verb == kGetStats) {
     v1::GetStatsResponse resp;
     LocalStats(&resp);

@@ -101,6 +101,9 @@ ABSL_FLAG(int, nats_publish_workers, 8, "Threads publishing into JetStream (topi
 ABSL_FLAG(std::vector<std::string>, conflate, {},
           "Topic patterns whose subscriptions conflate: a subscriber that falls behind gets only "
           "the newest message of each topic, told how many it skipped");
+ABSL_FLAG(std::vector<std::string>, presence, {},
+          "Topic patterns that keep presence (who is subscribed, by user: the Presence rpc, "
+          "the presence op and join/leave events), e.g. chat.>,room.*; empty: none");
 ABSL_FLAG(int64_t, history_size, 0,
           "Messages each topic keeps for recovery (standalone node; 0: no history)");
 ABSL_FLAG(absl::Duration, history_ttl, absl::Minutes(10), "How long a kept message stays, e.g. 600s or 10m");
@@ -133,7 +136,7 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
       "grpc_token_file", "grpc_publish_token_file", "tls_cert_file", "tls_key_file",
       "tls_client_ca_file", "nats", "nats_replicas", "nats_publish_workers", "history_size",
       "history_ttl", "history", "topic_ttl", "max_retained_topics", "max_history_bytes",
-      "conflate"};
+      "conflate", "presence"};
   for (const char* name : kNames) {
     std::string env = absl::StrCat("FANOUT_", absl::AsciiStrToUpper(name));
     if (const char* value = std::getenv(env.c_str())) storage->push_back(absl::StrCat("--", name, "=", value));
@@ -230,6 +233,11 @@ int main(int argc, char** argv) {
     auto pattern = fanout::TopicPattern::Parse(text, options.limits.max_topic_length);
     if (!pattern.ok()) Die(absl::StrCat("--conflate '", text, "': ", pattern.status().message()));
     options.ws.conflate.push_back(*std::move(pattern));
+  }
+  for (const std::string& text : absl::GetFlag(FLAGS_presence)) {
+    auto pattern = fanout::TopicPattern::Parse(text, options.limits.max_topic_length);
+    if (!pattern.ok()) Die(absl::StrCat("--presence '", text, "': ", pattern.status().message()));
+    options.presence.push_back(*std::move(pattern));
   }
   options.limits.max_payload_bytes = Positive(absl::GetFlag(FLAGS_max_payload_bytes), "max_payload_bytes");
   if (options.limits.max_payload_bytes > (512u << 20)) Die("--max_payload_bytes must be at most 512 MiB");

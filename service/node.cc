@@ -117,7 +117,8 @@ absl::StatusOr<std::unique_ptr<Node>> Node::Create(const NodeOptions& in) {
       Hub::Options{.limits = options.limits,
                    .stripes = options.registry_stripes,
                    .topic_ttl = options.topic_ttl,
-                   .history = options.history},
+                   .history = options.history,
+                   .presence = options.presence},
       node->pool_.get(), node->broker_.get());
   for (int i = 0; i < node->pool_->thread_count(); ++i) {
     node->hub_->budget().AddThreadCounter(&node->pool_->thread(i).stats.queued_budget_bytes);
@@ -288,6 +289,9 @@ void Node::AppendMetrics(std::string* out) const {
   metric("gauge", "fanout_topics_retained",
          "Topics without subscribers that keep their position (--topic_ttl) or history.",
          hub_->registry().retained_count());
+  metric("gauge", "fanout_presence_topics",
+         "Topics with presence (--presence) and at least one subscriber counted.",
+         hub_->presence().topic_count());
   metric("gauge", "fanout_history_messages", "Messages kept in topic histories.",
          hub_->registry().history_messages());
   metric("gauge", "fanout_history_bytes", "Memory held by topic histories.",

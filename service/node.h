@@ -56,6 +56,8 @@ struct NodeOptions {
   absl::Duration topic_ttl = absl::Minutes(5);
   // Which topics keep history (standalone nodes).
   HistoryConfig history;
+  // Which topics keep presence (--presence).
+  std::vector<TopicPattern> presence;
 };
 
 // Thread: Create/Shutdown from the owning (main) thread; accessors anywhere.

@@ -169,13 +169,17 @@ ControlMessage ParseControlMessage(absl::string_view text, size_t max_topic_leng
     m.op = ControlOp::kUnsubscribe;
   } else if (op == "publish") {
     m.op = ControlOp::kPublish;
+  } else if (op == "presence") {
+    m.op = ControlOp::kPresence;
   } else {
     m.invalid = ControlError{
-        "unknown_op", absl::StrCat("unknown op '", op,
-                                   "': expected subscribe, unsubscribe, publish, auth, refresh or ping")};
+        "unknown_op",
+        absl::StrCat("unknown op '", op,
+                     "': expected subscribe, unsubscribe, publish, presence, auth, refresh or ping")};
     return m;
   }
-  m.invalid = ParseTopic(*obj, max_topic_length, m.op != ControlOp::kPublish, &m.topic);
+  const bool pattern_allowed = m.op == ControlOp::kSubscribe || m.op == ControlOp::kUnsubscribe;
+  m.invalid = ParseTopic(*obj, max_topic_length, pattern_allowed, &m.topic);
   if (!m.invalid && m.op == ControlOp::kSubscribe) m.invalid = ParseSince(*obj, &m.since);
   if (!m.invalid && m.op == ControlOp::kSubscribe) {
     if (auto* c = obj->if_contains("conflate")) {
@@ -183,6 +187,15 @@ ControlMessage ParseControlMessage(absl::string_view text, size_t max_topic_leng
         m.invalid = ControlError{"invalid_message", "'conflate' must be true or false"};
       } else {
         m.conflate = c->get_bool();
+      }
+    }
+  }
+  if (!m.invalid && m.op == ControlOp::kSubscribe) {
+    if (auto* p = obj->if_contains("presence")) {
+      if (!p->is_bool()) {
+        m.invalid = ControlError{"invalid_message", "'presence' must be true or false"};
+      } else {
+        m.presence = p->get_bool();
       }
     }
   }

@@ -20,7 +20,8 @@ struct ControlError {
   std::string message;
 };
 
-enum class ControlOp : uint8_t { kUnknown, kSubscribe, kUnsubscribe, kPublish, kAuth, kRefresh, kPing };
+enum class ControlOp : uint8_t { kUnknown, kSubscribe, kUnsubscribe, kPublish, kAuth, kRefresh, kPing,
+                                 kPresence };
 
 // A client's JSON control message (docs/protocol.md), checked as far as it
 // can be without the connection's state. The first error a client sees must
@@ -30,8 +31,8 @@ enum class ControlOp : uint8_t { kUnknown, kSubscribe, kUnsubscribe, kPublish, k
 //      string or null (or a number out of range, such as 1e999), no string
 //      op; for auth and refresh, no token.
 //   2. (session) authentication; a ping needs nothing more.
-//   3. `invalid`: an unknown op; subscribe, unsubscribe or publish without a
-//      valid topic; a subscribe whose `since` is not {"seq":N,"epoch":"E"}.
+//   3. `invalid`: an unknown op; subscribe, unsubscribe, publish or presence
+//      without a valid topic (a pattern only to subscribe and unsubscribe); a subscribe whose `since` is not {"seq":N,"epoch":"E"}.
 //   4. (session) the publish permission.
 //   5. `invalid_payload`: a publish without exactly one valid `data`,
 //      `text` or `b64` (`data` with a number out of range is not valid), or
@@ -49,6 +50,8 @@ struct ControlMessage {
   std::optional<TopicPosition> since;
   // subscribe: "conflate":true, only the newest message while behind.
   bool conflate = false;
+  // subscribe: "presence":true, hear the topic's joins and leaves.
+  bool presence = false;
   std::optional<ControlError> invalid_payload;
   // publish: the payload's bytes (`data` serialized, `text` as it is, `b64`
   // decoded) and kind, and whether the sender receives it too.

@@ -138,6 +138,10 @@ std::vector<std::string> WsSession::Apply(Grant grant) {
   if (user() != grant.user) {
     if (registered_) {
       front_end_->hub().SetUser(id(), grant.user);
+      if (front_end_->hub().presence().enabled()) {
+        front_end_->hub().MovePresence(id(), grant.user,
+                                       std::vector<std::string>(topics_.begin(), topics_.end()));
+      }
     } else {
       set_user(grant.user);
     }
@@ -341,10 +345,24 @@ void WsSession::HandleControl(absl::string_view text) {
   if (m.op == ControlOp::kPing) return Reply(OkReply(m.id));
   if (m.invalid) return fail(m.invalid->code, m.invalid->message);
   if (m.op == ControlOp::kPublish) return HandlePublish(m);
+  if (m.op == ControlOp::kPresence) return HandlePresence(m);
   const std::string& topic = m.topic;
   if (m.op == ControlOp::kSubscribe) {
     if (!permissions_->MaySubscribeTopicOrPattern(topic)) {
       return fail("permission_denied", absl::StrCat("not permitted to subscribe to '", topic, "'"));
+    }
+    if (m.presence) {
+      // Checked before subscribing, so that a refused request changes nothing.
+      if (IsPattern(topic)) {
+        return fail("invalid_message", "presence events are for a topic, not a pattern");
+      }
+      if (identity().format != DeliveryFormat::kJson) {
+        return fail("invalid_message", "presence events need format=json");
+      }
+      if (!front_end_->hub().presence().Covers(topic)) {
+        return fail("presence_disabled",
+                    absl::StrCat("the node keeps no presence for '", topic, "' (--presence)"));
+      }
     }
     const bool already = topics_.contains(topic);
     bool at_connection_limit =
@@ -355,6 +373,7 @@ void WsSession::HandleControl(absl::string_view text) {
       return fail(at_connection_limit ? "too_many_subscriptions" : "too_many_topics", s.message());
     }
     if (!already && (m.conflate || ConflatedByNode(topic))) conflate_topics_.insert(topic);
+    if (m.presence) front_end_->hub().WatchPresence(topic, shared_from_this());
     if (since == nullptr) return Reply(OkReply(m.id));
     if (recovery.pending) return BeginRecovery(topic, *since, m.id);
     // The answer first, then what was missed; live messages follow (they are
@@ -413,6 +432,42 @@ void WsSession::HandleAuth(const ControlMessage& m, bool refresh) {
     absl::StrAppend(&reply, R"(,"unsubscribed":)", json::serialize(list), "}");
   }
   Reply(std::move(reply));
+}
+
+void WsSession::HandlePresence(const ControlMessage& m) {
+  auto fail = [&](absl::string_view code, absl::string_view message) {
+    IoThreadStats::Add(thread_->stats.control_errors, 1);
+    Reply(ErrorReply(m.id, code, message));
+  };
+  if (!permissions_->MaySubscribeTopicOrPattern(m.topic)) {
+    return fail("permission_denied", absl::StrCat("not permitted to subscribe to '", m.topic, "'"));
+  }
+  if (!front_end_->hub().presence().Covers(m.topic)) {
+    return fail("presence_disabled",
+                absl::StrCat("the node keeps no presence for '", m.topic, "' (--presence)"));
+  }
+  front_end_->hub().QueryPresence(
+      m.topic, kPresenceNames, kPresenceTimeout,
+      [self = shared_from_this(), id = m.id](Hub::PresenceAnswer a) mutable {
+        // Inline on a standalone node, from a broker thread in a cluster.
+        asio::dispatch(self->thread_->context, [self, id = std::move(id), a = std::move(a)] {
+          if (self->phase_ != Phase::kOpen) return;
+          json::array names;
+          for (const auto& [user, n] : a.counts.user_list) {
+            names.emplace_back(json::string_view(user.data(), user.size()));
+          }
+          json::object presence{{"connections", a.counts.connections},
+                                {"users", a.counts.users},
+                                {"anonymous", a.counts.anonymous},
+                                {"names", std::move(names)},
+                                {"more", a.counts.more_users}};
+          if (a.partial) presence["partial"] = true;
+          std::string reply = OkReply(id);
+          reply.pop_back();
+          absl::StrAppend(&reply, R"(,"presence":)", json::serialize(presence), "}");
+          self->Reply(std::move(reply));
+        });
+      });
 }
 
 void WsSession::HandlePublish(const ControlMessage& m) {

@@ -152,6 +152,12 @@ class WsSession final : public Subscriber,
   // it is held back (recovering) or dropped (a replay or the position
   // covered it).
   bool HeldOrCovered(const std::shared_ptr<const Message>& message);
+  // {"op":"presence","topic":..}: who is on the topic (Hub::QueryPresence).
+  void HandlePresence(const ControlMessage& m);
+  // How many user names a presence answer lists, and how long a cluster's
+  // answer waits for the other nodes.
+  static constexpr size_t kPresenceNames = 100;
+  static constexpr absl::Duration kPresenceTimeout = absl::Milliseconds(500);
   // Returns true when the connection was on the topic.
   bool UnsubscribeOnIoThread(absl::string_view topic);
 

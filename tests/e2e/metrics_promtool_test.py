@@ -35,6 +35,7 @@ EXPECTED_SERIES = {
     "fanout_topics": "gauge",
     "fanout_subscriptions": "gauge",
     "fanout_topics_retained": "gauge",
+    "fanout_presence_topics": "gauge",
     "fanout_history_messages": "gauge",
     "fanout_history_bytes": "gauge",
     "fanout_history_bytes_limit": "gauge",

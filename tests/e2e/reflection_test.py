@@ -68,10 +68,11 @@ FANOUT_METHODS = {
                     False, False),
     "GetConnection": ("fanout.v1.GetConnectionRequest", "fanout.v1.Connection", False, False),
     "History": ("fanout.v1.HistoryRequest", "fanout.v1.HistoryResponse", False, False),
+    "Presence": ("fanout.v1.PresenceRequest", "fanout.v1.PresenceResponse", False, False),
 }
 # The rpcs' messages, and the messages they contain.
 FANOUT_MESSAGES = sorted({t for m in FANOUT_METHODS.values() for t in m[:2]} | {
-    "fanout.v1.Subscriber", "fanout.v1.TopicInfo"})
+    "fanout.v1.Subscriber", "fanout.v1.TopicInfo", "fanout.v1.PresenceUser"})
 REQUIRED_SERVICES = {"fanout.v1.Fanout", "grpc.health.v1.Health",
                      "grpc.reflection.v1.ServerReflection",
                      "grpc.reflection.v1alpha.ServerReflection"}

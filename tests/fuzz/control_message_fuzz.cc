@@ -84,6 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case ControlOp::kSubscribe:
     case ControlOp::kUnsubscribe:
     case ControlOp::kPublish:
+    case ControlOp::kPresence:
       break;
   }
   if (m.invalid) {
@@ -91,12 +92,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(!m.invalid_payload, "a payload error after a topic error");
     return 0;
   }
-  if (m.op != ControlOp::kPublish && fanout::IsPattern(m.topic)) {
+  const bool pattern_op = m.op == ControlOp::kSubscribe || m.op == ControlOp::kUnsubscribe;
+  if (pattern_op && fanout::IsPattern(m.topic)) {
     // subscribe and unsubscribe may name a pattern (docs/protocol.md, "Patterns").
     Check(fanout::TopicPattern::Parse(m.topic, kMaxTopicLength).ok(), "an invalid pattern accepted");
   } else {
     Check(fanout::ValidateTopic(m.topic, kMaxTopicLength).ok(), "an invalid topic accepted");
   }
+  Check(!m.presence || m.op == ControlOp::kSubscribe, "presence events outside a subscribe");
   if (m.since) {
     Check(m.op == ControlOp::kSubscribe, "since outside a subscribe");
     Check(m.since->epoch.size() <= fanout::kMaxEpochLength, "an epoch over the limit accepted");

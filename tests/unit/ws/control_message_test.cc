@@ -51,7 +51,7 @@ TEST(ControlMessage, ReportsOpAndTopicErrorsAfterAuthentication) {
   EXPECT_FALSE(unknown.malformed);
   EXPECT_EQ(unknown.invalid->code, "unknown_op");
   EXPECT_EQ(unknown.invalid->message,
-            "unknown op 'dance': expected subscribe, unsubscribe, publish, auth, refresh or ping");
+            "unknown op 'dance': expected subscribe, unsubscribe, publish, presence, auth, refresh or ping");
   EXPECT_EQ(ParseControlMessage(R"({"op":"unsubscribe"})", kMaxTopic).invalid->message,
             "missing string field 'topic'");
   EXPECT_EQ(ParseControlMessage(R"({"op":"publish","topic":"a b"})", kMaxTopic).invalid->code,
@@ -60,6 +60,23 @@ TEST(ControlMessage, ReportsOpAndTopicErrorsAfterAuthentication) {
 
 // The permission is checked between the topic and the payload, so a publish
 // to a forbidden topic is answered permission_denied whatever its payload.
+TEST(ControlMessage, ParsesPresenceAndPresenceEvents) {
+  ControlMessage ask = ParseControlMessage(R"({"op":"presence","topic":"room.1","id":3})", kMaxTopic);
+  EXPECT_EQ(ask.op, ControlOp::kPresence);
+  EXPECT_EQ(ask.topic, "room.1");
+  EXPECT_FALSE(ask.invalid);
+  // Presence is of one topic: a pattern is not a topic there.
+  EXPECT_EQ(ParseControlMessage(R"({"op":"presence","topic":"room.*"})", kMaxTopic).invalid->code,
+            "invalid_topic");
+  ControlMessage events =
+      ParseControlMessage(R"({"op":"subscribe","topic":"room.1","presence":true})", kMaxTopic);
+  EXPECT_TRUE(events.presence);
+  EXPECT_FALSE(events.invalid);
+  EXPECT_EQ(ParseControlMessage(R"({"op":"subscribe","topic":"r","presence":1})", kMaxTopic)
+                .invalid->message,
+            "'presence' must be true or false");
+}
+
 TEST(ControlMessage, ReportsPayloadErrorsLast) {
   ControlMessage two = ParseControlMessage(R"({"op":"publish","topic":"t","data":1,"text":"x"})", kMaxTopic);
   EXPECT_FALSE(two.malformed || two.invalid);
