@@ -203,7 +203,19 @@ class NatsBroker::Worker {
   std::thread thread_;
 };
 
-NatsBroker::NatsBroker(NatsBrokerOptions options) : options_(std::move(options)) {}
+NatsBroker::NatsBroker(NatsBrokerOptions options) : options_(std::move(options)) {
+  for (const HistoryConfig::Rule& rule : options_.history.rules()) {
+    const std::string id = HistoryRuleId(rule.pattern);
+    HistoryStream h{.enabled = rule.policy.enabled(),
+                    .policy = rule.policy,
+                    .pattern = rule.pattern,
+                    .name = rule.pattern.empty() ? kHistoryStream
+                                                 : absl::StrCat(kHistoryStream, "_", id),
+                    .prefix = HistoryIngestPrefix(id)};
+    h.subjects = absl::StrCat(h.prefix, ">");
+    history_streams_.push_back(std::move(h));
+  }
+}
 
 absl::StatusOr<std::unique_ptr<NatsBroker>> NatsBroker::Create(NatsBrokerOptions options) {
   if (options.servers.empty()) return absl::InvalidArgumentError("--nats names no server");
@@ -225,16 +237,23 @@ absl::StatusOr<std::unique_ptr<NatsBroker>> NatsBroker::Create(NatsBrokerOptions
       !s.ok()) {
     return s;
   }
-  if (broker->options_.history.any()) {
-    // Kept for the longest policy's ttl: a topic quiet for longer has lost
-    // its history, and its next message starts a new epoch.
-    const HistoryConfig& h = broker->options_.history;
+  for (const HistoryStream& h : broker->history_streams_) {
+    if (!h.enabled) continue;
+    // The rule's limits are the stream's: a topic quiet for longer than its
+    // ttl has lost its history, and its next message starts a new epoch.
+    const std::string limits =
+        absl::StrCat(h.policy.size, " messages, ", absl::FormatDuration(h.policy.ttl));
     if (absl::Status s = broker->EnsureStream(
-            {.name = kHistoryStream,
-             .subjects = kHistoryStreamSubjects,
-             .max_per_subject = static_cast<int64_t>(h.largest_size()),
-             .max_age_nanos = absl::ToInt64Nanoseconds(h.longest_ttl()),
-             .description = absl::StrCat("fanoutd: topics with history (", h.Describe(), ")")});
+            {.name = h.name.c_str(),
+             .subjects = h.subjects.c_str(),
+             .max_per_subject = static_cast<int64_t>(h.policy.size),
+             .max_age_nanos = absl::ToInt64Nanoseconds(h.policy.ttl),
+             .description =
+                 h.pattern.empty()
+                     ? absl::StrCat("fanoutd: history of topics under the default policy (",
+                                    limits, ")")
+                     : absl::StrCat("fanoutd: history of topics matching ", h.pattern, " (",
+                                    limits, ")")});
         !s.ok()) {
       return s;
     }
@@ -520,12 +539,10 @@ void NatsBroker::Publish(const OutgoingMessage& m, PublishDone done) {
   workers_[index]->Push(std::move(job));
 }
 
-bool NatsBroker::KeepsHistory(absl::string_view topic) const {
-  return !topic.empty() && options_.history.any() && options_.history.For(topic).enabled();
-}
-
-const char* NatsBroker::StreamOf(absl::string_view topic) const {
-  return KeepsHistory(topic) ? kHistoryStream : kStream;
+const NatsBroker::HistoryStream* NatsBroker::HistoryStreamOf(absl::string_view topic) const {
+  if (topic.empty() || !options_.history.any()) return nullptr;
+  const HistoryStream& h = history_streams_[options_.history.RuleOf(topic)];
+  return h.enabled ? &h : nullptr;
 }
 
 absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const char* stream,
@@ -552,9 +569,10 @@ absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const char* stream
 
 absl::StatusOr<PublishResult> NatsBroker::PublishNow(
     Job& job, absl::flat_hash_map<std::string, Position>* positions) {
-  const bool history = KeepsHistory(job.topic);
-  const char* stream = history ? kHistoryStream : kStream;
-  const std::string subject = IngestSubject(job.topic, history);
+  const HistoryStream* history = HistoryStreamOf(job.topic);
+  const char* stream = history != nullptr ? history->name.c_str() : kStream;
+  const std::string subject =
+      IngestSubject(job.topic, history != nullptr ? history->prefix : kIngestPrefix);
   const std::string exclude = absl::StrCat(job.exclude);
   auto unavailable = [&](absl::string_view what, natsStatus s) {
     publish_errors_.fetch_add(1, std::memory_order_relaxed);
@@ -738,10 +756,11 @@ void NatsBroker::RunReader() {
 
 absl::StatusOr<HistoryPage> NatsBroker::ReadStored(const HistoryRead& read) {
   history_reads_.fetch_add(1, std::memory_order_relaxed);
-  const bool history = KeepsHistory(read.topic);
-  const char* stream = history ? kHistoryStream : kStream;
-  const std::string subject = IngestSubject(read.topic, history);
-  const HistoryPolicy policy = history ? options_.history.For(read.topic) : HistoryPolicy{};
+  const HistoryStream* history = HistoryStreamOf(read.topic);
+  const char* stream = history != nullptr ? history->name.c_str() : kStream;
+  const std::string subject =
+      IngestSubject(read.topic, history != nullptr ? history->prefix : kIngestPrefix);
+  const HistoryPolicy policy = history != nullptr ? history->policy : HistoryPolicy{};
   auto failed = [&](absl::string_view what, natsStatus s) {
     history_read_errors_.fetch_add(1, std::memory_order_relaxed);
     return absl::UnavailableError(absl::StrCat(what, ": ", NatsError(s)));

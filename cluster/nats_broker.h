@@ -162,9 +162,20 @@ class NatsBroker final : public Broker {
   explicit NatsBroker(NatsBrokerOptions options);
   absl::Status Connect();
   absl::Status EnsureStream(const StreamSpec& spec);
-  // Whether `topic` keeps history (the stream it goes into).
-  bool KeepsHistory(absl::string_view topic) const;
-  const char* StreamOf(absl::string_view topic) const;
+  // The stream of a --history rule that keeps messages: FANOUT_HISTORY for
+  // the default policy, FANOUT_HISTORY_<id> for an override, each with that
+  // rule's limits.
+  struct HistoryStream {
+    bool enabled = false;
+    HistoryPolicy policy;
+    std::string pattern;   // empty: the default policy
+    std::string name;      // FANOUT_HISTORY[_<id>]
+    std::string prefix;    // fanout.h<id>.
+    std::string subjects;  // fanout.h<id>.>
+  };
+  // The history stream `topic` goes into; null when its policy keeps
+  // nothing (then FANOUT numbers it).
+  const HistoryStream* HistoryStreamOf(absl::string_view topic) const;
   absl::StatusOr<HistoryPage> ReadStored(const HistoryRead& read);
   void RunReader();
   absl::StatusOr<PublishResult> PublishNow(Job& job,
@@ -257,6 +268,8 @@ class NatsBroker final : public Broker {
   std::atomic<int64_t> subscriptions_{0};
   std::atomic<uint64_t> queries_asked_{0};
   std::atomic<uint64_t> queries_partial_{0};
+  // By --history rule (HistoryConfig::RuleOf).
+  std::vector<HistoryStream> history_streams_;
   std::atomic<uint64_t> history_reads_{0};
   std::atomic<uint64_t> history_read_messages_{0};
   std::atomic<uint64_t> history_read_errors_{0};

@@ -1,7 +1,11 @@
 #include "cluster/nats_subjects.h"
 
+#include <cstdint>
+
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 
 namespace fanout {
@@ -22,8 +26,21 @@ std::string TopicTokens(absl::string_view topic) {
   return out;
 }
 
-std::string IngestSubject(absl::string_view topic, bool history) {
-  const char* prefix = history ? kHistoryIngestPrefix : kIngestPrefix;
+std::string HistoryRuleId(absl::string_view pattern) {
+  if (pattern.empty()) return "d";
+  uint32_t h = 2166136261u;  // FNV-1a, 32 bits: stable across builds and hosts
+  for (unsigned char c : pattern) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return absl::StrFormat("%08x", h);
+}
+
+std::string HistoryIngestPrefix(absl::string_view rule_id) {
+  return absl::StrCat(kHistoryIngestPrefix, rule_id, ".");
+}
+
+std::string IngestSubject(absl::string_view topic, absl::string_view prefix) {
   return topic.empty() ? absl::StrCat(prefix, kBroadcastToken)
                        : absl::StrCat(prefix, TopicTokens(topic));
 }
@@ -36,9 +53,15 @@ std::string DeliverySubject(absl::string_view topic) {
 bool TopicOfSubject(absl::string_view subject, std::string* topic, bool* broadcast) {
   *broadcast = false;
   if (!absl::ConsumePrefix(&subject, kDeliveryPrefix) &&
-      !absl::ConsumePrefix(&subject, kIngestPrefix) &&
-      !absl::ConsumePrefix(&subject, kHistoryIngestPrefix)) {
-    return false;
+      !absl::ConsumePrefix(&subject, kIngestPrefix)) {
+    // fanout.h<rule id>.<tokens>
+    if (!absl::ConsumePrefix(&subject, kHistoryIngestPrefix)) return false;
+    size_t dot = subject.find('.');
+    if (dot == 0 || dot == absl::string_view::npos) return false;
+    for (char c : subject.substr(0, dot)) {
+      if (!absl::ascii_isdigit(c) && !(c >= 'a' && c <= 'z')) return false;
+    }
+    subject.remove_prefix(dot + 1);
   }
   if (subject == kBroadcastToken) {
     *broadcast = true;

@@ -59,23 +59,17 @@ absl::Duration HistoryConfig::longest_ttl() const {
   return longest;
 }
 
-size_t HistoryConfig::largest_size() const {
-  size_t largest = default_.enabled() ? default_.size : 0;
-  for (const auto& [pattern, policy] : overrides_) {
-    if (policy.enabled()) largest = std::max(largest, policy.size);
-  }
-  return largest;
+std::vector<HistoryConfig::Rule> HistoryConfig::rules() const {
+  std::vector<Rule> out{{"", default_}};
+  for (const auto& [pattern, policy] : overrides_) out.push_back({pattern.text(), policy});
+  return out;
 }
 
-std::string HistoryConfig::Describe() const {
-  auto one = [](const HistoryPolicy& p) {
-    return absl::StrCat(p.size, ":", absl::FormatDuration(p.ttl));
-  };
-  std::string out = absl::StrCat("default=", one(default_));
-  for (const auto& [pattern, policy] : overrides_) {
-    absl::StrAppend(&out, ",", pattern.text(), ":", one(policy));
+size_t HistoryConfig::RuleOf(absl::string_view topic) const {
+  for (size_t i = 0; i < overrides_.size(); ++i) {
+    if (overrides_[i].first.Matches(topic)) return i + 1;
   }
-  return out;
+  return 0;
 }
 
 }  // namespace fanout

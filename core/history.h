@@ -50,10 +50,15 @@ class HistoryConfig {
   bool any() const;
   // The longest ttl of any policy (how long a retained topic may need to stay).
   absl::Duration longest_ttl() const;
-  // The largest size of any enabled policy.
-  size_t largest_size() const;
-  // The policies as text (the flags' syntax), to compare two nodes'.
-  std::string Describe() const;
+  // The policies one by one: the default first (`pattern` empty), then the
+  // overrides in order. RuleOf says which one decides a topic's history: 0
+  // for the default, i + 1 for the i-th override (the first that matches).
+  struct Rule {
+    std::string pattern;
+    HistoryPolicy policy;
+  };
+  std::vector<Rule> rules() const;
+  size_t RuleOf(absl::string_view topic) const;
 
  private:
   HistoryPolicy default_;

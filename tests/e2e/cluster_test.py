@@ -255,6 +255,31 @@ async def seqs_until(ws, topic, last, epoch, results, name):
     return seqs
 
 
+def fnv1a32(text):
+    h = 2166136261
+    for b in text.encode():
+        h = ((h ^ b) * 16777619) & 0xFFFFFFFF
+    return f"{h:08x}"
+
+
+def check_history_streams(nats, results):
+    """One JetStream stream per --history rule, with that rule's limits."""
+    _, body = http_get(f"http://127.0.0.1:{nats.monitor[0]}/jsz?accounts=true&streams=true"
+                       "&config=true")
+    streams = {}
+    for account in json.loads(body).get("account_details", []):
+        for st in account.get("stream_detail", []):
+            c = st.get("config", {})
+            streams[st["name"]] = (c.get("subjects"), c.get("max_msgs_per_subject"),
+                                   c.get("max_age"))
+    ten_minutes = 600 * 10**9
+    small, rest = fnv1a32("hist.small"), fnv1a32("hist.>")
+    results.expect_eq("JetStream has one history stream per --history rule, with its limits",
+                      {k: v for k, v in streams.items() if k.startswith("FANOUT_HISTORY")},
+                      {f"FANOUT_HISTORY_{small}": ([f"fanout.h{small}.>"], 3, ten_minutes),
+                       f"FANOUT_HISTORY_{rest}": ([f"fanout.h{rest}.>"], 500, ten_minutes)})
+
+
 async def check_recovery(pb2, stubs, ws, results):
     """History in JetStream: recovery on any node, with publishes going on."""
     topic = "hist.room"
@@ -377,6 +402,52 @@ async def check_recovery(pb2, stubs, ws, results):
                       ([s.seq for s in small[-3:]], False))
 
 
+async def check_presence(pb2, stubs, ws, results):
+    """Presence (--presence=room.>): the counts are the cluster's, events the node's."""
+    topic = "room.presence"
+
+    async def client(node, user, query=""):
+        return await websockets.connect(
+            f"ws://{ws[node]}/ws?token={hs256_token(user)}{query}", ping_interval=None)
+
+    carol = await client("C", "carol")
+    await carol.send(json.dumps({"op": "subscribe", "topic": topic, "presence": True, "id": 1}))
+    results.expect_eq("cluster: a subscribe asking for presence events on C is answered ok",
+                      await recv_json(carol), {"id": 1, "ok": True})
+    alice = [await client("A", "alice", f"&topics={topic}") for _ in range(2)]
+    bob = await client("B", "bob", f"&topics={topic}")
+    dave = await client("C", "dave", f"&topics={topic}")
+    results.expect_eq("cluster: the watcher on C hears a user join on its own node",
+                      await recv_json(carol), {"op": "join", "topic": topic, "user": "dave"})
+
+    def presence(node):
+        return stubs[node].Presence(pb2.PresenceRequest(topic=topic, user_limit=10),
+                                    timeout=TIMEOUT)
+
+    def counted(r):
+        return (r.connections, r.users, [(u.user, u.connections) for u in r.user_list],
+                r.partial)
+
+    want = (5, 4, [("alice", 2), ("bob", 1), ("carol", 1), ("dave", 1)], False)
+    results.expect_eq("cluster: Presence on B adds up every node's connections and users",
+                      counted(await asyncio.to_thread(presence, "B")), want)
+    await bob.send(json.dumps({"op": "presence", "topic": topic, "id": 2}))
+    results.expect_eq("cluster: the presence op on B answers the cluster's counts",
+                      await recv_json(bob),
+                      {"id": 2, "ok": True,
+                       "presence": {"connections": 5, "users": 4, "anonymous": 0,
+                                    "names": ["alice", "bob", "carol", "dave"], "more": False}})
+    await dave.close()
+    results.expect_eq("cluster: and a leave when dave goes", await recv_json(carol),
+                      {"op": "leave", "topic": topic, "user": "dave"})
+    for c in alice + [bob]:
+        await c.close()
+    await asyncio.to_thread(wait_until, "Presence counts only carol",
+                            lambda: counted(presence("A"))[:2] == (1, 1))
+    results.check("cluster: Presence follows the connections that left, on every node", True)
+    await carol.close()
+
+
 def metric(ws_address, name):
     _, body = http_get(f"http://{ws_address}/metrics")
     for line in body.splitlines():
@@ -407,7 +478,7 @@ async def run(binary, tmp, results):
             node = Fanoutd(binary, name, extra_args=[
                 f"--nats={servers}", "--nats_replicas=3", f"--jwt_secret_file={secret}",
                 "--allow_anonymous", "--anonymous_subscribe=>", "--anonymous_publish=chat.>",
-                "--history=hist.small:3:10m,hist.>:500:10m"])
+                "--history=hist.small:3:10m,hist.>:500:10m", "--presence=room.>"])
             nodes[name] = (node, node.ready_line())
         ws = {n: addr["ws"] for n, (_, addr) in nodes.items()}
         grpc_addr = {n: addr["grpc"] for n, (_, addr) in nodes.items()}
@@ -647,7 +718,9 @@ async def run(binary, tmp, results):
                 "chat.1"))
             results.check(f"the chat message reaches {name}", ok, str(s.of("chat.1")[-3:]))
 
+        check_history_streams(nats, results)
         await check_recovery(pb2, stubs, ws, results)
+        await check_presence(pb2, stubs, ws, results)
 
         # --- a NATS server dies mid-stream: no subscription is lost
         server_a, _ = nats.connection_anywhere("fanout-A")

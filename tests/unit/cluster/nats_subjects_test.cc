@@ -41,5 +41,23 @@ TEST(NatsSubjects, TheMappingIsOneToOne) {
   EXPECT_FALSE(TopicOfSubject("fanout.d.", &topic, &broadcast));
 }
 
+TEST(NatsSubjects, EachHistoryRuleHasItsOwnSubjects) {
+  EXPECT_EQ(HistoryRuleId(""), "d");
+  const std::string chat = HistoryRuleId("chat.>");
+  EXPECT_EQ(chat.size(), 8u);
+  EXPECT_EQ(chat, HistoryRuleId("chat.>"));  // stable: nodes must agree
+  EXPECT_NE(chat, HistoryRuleId("news.*"));
+  EXPECT_EQ(IngestSubject("chat.1", HistoryIngestPrefix("d")), "fanout.hd.chat.1");
+  EXPECT_EQ(IngestSubject("a..b", HistoryIngestPrefix(chat)), "fanout.h" + chat + ".a.~.b");
+  std::string topic;
+  bool broadcast = true;
+  ASSERT_TRUE(TopicOfSubject("fanout.h" + chat + ".a.~.b", &topic, &broadcast));
+  EXPECT_EQ(topic, "a..b");
+  EXPECT_FALSE(broadcast);
+  EXPECT_FALSE(TopicOfSubject("fanout.h.a", &topic, &broadcast));  // no rule id
+  EXPECT_FALSE(TopicOfSubject("fanout.hX.a", &topic, &broadcast));
+  EXPECT_FALSE(TopicOfSubject("fanout.hd", &topic, &broadcast));
+}
+
 }  // namespace
 }  // namespace fanout
