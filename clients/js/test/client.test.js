@@ -283,6 +283,13 @@ describe("reconnection", () => {
         proxy.setTarget(null);
         proxy.dropAll();
         await reconnecting;
+        // The node notices the dropped connection on its own time (the proxy
+        // closed both sides): wait until it has let the subscription go.
+        const gone = Date.now() + 10000;
+        while ((await grpc.listSubscribers(topic)).subscribers.length > 0) {
+          if (Date.now() > gone) throw new Error(`the node kept ${topic}'s subscriber`);
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
         // Published while the client cannot reach the node.
         assert.equal((await grpc.publish(topic, "3")).subscribers, 0);
         assert.equal((await grpc.publish(topic, "4")).seq, 4);
