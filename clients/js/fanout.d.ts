@@ -113,13 +113,37 @@ export interface EventMap {
   gap: (gap: Gap) => void;
   message: (message: Message) => void;
   subscribed: (event: { topic: string }) => void;
+  presence: (event: PresenceEvent) => void;
+}
+
+/** A user's first connection joined a topic, or their last one left it. */
+export interface PresenceEvent {
+  topic: string;
+  user: string;
+  event: "join" | "leave";
+}
+
+/** Who is on a topic (the presence op). */
+export interface Presence {
+  connections: number;
+  users: number;
+  anonymous: number;
+  /** The first 100 users by name. */
+  names: string[];
+  more: boolean;
+  /** A cluster node did not answer in time. */
+  partial?: boolean;
 }
 
 export class FanoutClient {
   constructor(url: string | URL, options?: FanoutClientOptions);
   readonly state: State;
   /** Throws FanoutError "invalid_topic". Returns a function that removes this handler. */
-  subscribe(topic: string, handler: (message: Message) => void): () => void;
+  subscribe(
+    topic: string,
+    handler: (message: Message) => void,
+    options?: { presence?: boolean },
+  ): () => void;
   /** Drops the topic and all its handlers. */
   unsubscribe(topic: string): void;
   topics(): string[];
@@ -127,6 +151,8 @@ export class FanoutClient {
   /** Resolves to the message's seq; rejects with a FanoutError. */
   publish(topic: string, data: unknown, options?: { timeoutMs?: number; echo?: boolean }): Promise<number>;
   ping(options?: { timeoutMs?: number }): Promise<void>;
+  /** Rejects with a FanoutError ("presence_disabled", "permission_denied", ...). */
+  presence(topic: string, options?: { timeoutMs?: number }): Promise<Presence>;
   on<E extends keyof EventMap>(event: E, handler: EventMap[E]): () => void;
   close(): void;
 }

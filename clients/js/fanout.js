@@ -59,7 +59,7 @@ const SLOW_DOWN_ATTEMPT = 3;
 const REORDER_WINDOW = 1000;
 const noop = () => {};
 
-const EVENTS = ["state", "error", "gap", "message", "subscribed"];
+const EVENTS = ["state", "error", "gap", "message", "subscribed", "presence"];
 const TOPIC_CHAR = /[A-Za-z0-9_.:@/-]/;
 
 // An error with a machine-readable `code`: the protocol's error code
@@ -287,15 +287,24 @@ export class FanoutClient {
   // decoded: the JSON value, the text as a string, or a Uint8Array for bytes.
   // Returns a function that removes this handler; the node is unsubscribed
   // when the topic's last handler goes. Throws FanoutError `invalid_topic`.
-  subscribe(topic, handler) {
+  //
+  // `presence: true` also asks for the topic's joins and leaves (a node with
+  // --presence covering it): they come through on("presence") until the
+  // topic is unsubscribed, and are asked for again after every reconnect.
+  subscribe(topic, handler, { presence = false } = {}) {
     if (typeof handler !== "function") throw new TypeError("handler must be a function");
     if (this.#closed) throw new FanoutError("closed", "the client is closed");
     validateTopic(topic, this.#opts.maxTopicLength);
     let entry = this.#topics.get(topic);
     if (!entry) {
-      entry = { subs: new Set(), pinned: false };
+      entry = { subs: new Set(), pinned: false, presence: Boolean(presence) };
       this.#topics.set(topic, entry);
       this.#reconcile(topic);
+    } else if (presence && !entry.presence) {
+      entry.presence = true;
+      // Subscribed already: the node takes the same subscribe again, now
+      // asking for events.
+      if (this.#live.has(topic) && this.#state === "open") this.#sendSubscribe(topic);
     }
     const sub = { handler };
     entry.subs.add(sub);
@@ -348,6 +357,16 @@ export class FanoutClient {
     return reply.seq;
   }
 
+  // Who is on `topic` (a node with --presence covering it): resolves to
+  // { connections, users, anonymous, names, more } (and partial: true when a
+  // cluster node did not answer). Rejects with a FanoutError:
+  // `presence_disabled`, `permission_denied`, `timeout`, ...
+  async presence(topic, { timeoutMs } = {}) {
+    validateTopic(topic, this.#opts.maxTopicLength);
+    const reply = await this.#request({ op: "presence", topic }, { timeoutMs, waitOpen: true });
+    return reply.presence;
+  }
+
   // Resolves once the node has answered a ping on the current connection:
   // every control message sent before it has been handled by then.
   async ping({ timeoutMs } = {}) {
@@ -361,6 +380,8 @@ export class FanoutClient {
   //   "gap"        ({ topic, expected, got }); topic is null for broadcasts
   //   "message"    ({ topic, seq, data }) for every topic's messages
   //   "subscribed" ({ topic }) once the node confirms a subscription
+  //   "presence"   ({ topic, user, event }) with event "join" or "leave", for
+  //                topics subscribed with { presence: true }
   on(event, handler) {
     const set = this.#listeners.get(event);
     if (!set) throw new TypeError(`unknown event '${event}': one of ${EVENTS.join(", ")}`);
@@ -438,7 +459,8 @@ export class FanoutClient {
     // they are subscribed before the connection opens.
     if (token == null || token === "") {
       const listed = [];
-      for (const topic of this.#topics.keys()) {
+      for (const [topic, entry] of this.#topics) {
+        if (entry.presence) continue;  // the URL cannot ask for presence events
         if (listed.length >= this.#opts.maxUrlTopics) break;
         listed.push(topic);
         url.searchParams.set("topics", listed.join(","));
@@ -563,6 +585,10 @@ export class FanoutClient {
     }
     if ("id" in msg) return this.#onReply(msg);
     if (msg.op === "recovery") return this.#onRecovery(msg.topic, msg);
+    if (msg.op === "join" || msg.op === "leave") {
+      if (!this.#topics.get(msg.topic)?.presence) return;
+      return this.#emit("presence", { topic: msg.topic, user: msg.user, event: msg.op });
+    }
     let data;
     if ("data" in msg) data = msg.data;
     else if ("text" in msg) data = msg.text;
@@ -800,7 +826,9 @@ export class FanoutClient {
     const ws = this.#ws;
     this.#live.add(topic);
     const since = this.#seqs.get(topic)?.position();
-    this.#request(since ? { op: "subscribe", topic, since } : { op: "subscribe", topic }).then(
+    const msg = since ? { op: "subscribe", topic, since } : { op: "subscribe", topic };
+    if (this.#topics.get(topic)?.presence) msg.presence = true;
+    this.#request(msg).then(
       (reply) => {
         if (ws !== this.#ws) return;
         if (since) this.#onRecovery(topic, reply);

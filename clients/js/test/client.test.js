@@ -384,7 +384,8 @@ describe("tokens", () => {
 
   before(async () => {
     secure = await startFanoutd({
-      args: [`--jwt_secret_file=${tempFile("secret", SECRET)}`, "--jwt_leeway=0s"],
+      args: [`--jwt_secret_file=${tempFile("secret", SECRET)}`, "--jwt_leeway=0s",
+             "--presence=room.*"],
     });
     secureApi = grpcClient(secure.grpc);
   });
@@ -442,6 +443,33 @@ describe("tokens", () => {
     assert.equal(e.topic, "user.dave.inbox");
     assert.deepEqual(c.topics(), ["user.carol.inbox"]);
     assert.equal(c.state, "open", "refusals do not end the connection");
+  });
+
+  test("presence: counts on request, joins and leaves as events, asked for again after a reconnect", async () => {
+    const topic = room();
+    const carol = connect({ token: tokenFor("carol") }, secure.wsUrl);
+    const events = new Inbox();
+    carol.on("presence", events.push);
+    carol.subscribe(topic, () => {}, { presence: true });
+    await subscribed(carol, topic);
+    const alice = connect({ token: tokenFor("alice") }, secure.wsUrl);
+    alice.subscribe(topic, () => {});
+    await subscribed(alice, topic);
+    assert.deepEqual(await events.next(), { topic, user: "alice", event: "join" });
+    assert.deepEqual(await carol.presence(topic),
+                     { connections: 2, users: 2, anonymous: 0, names: ["alice", "carol"], more: false });
+    alice.close();
+    assert.deepEqual(await events.next(), { topic, user: "alice", event: "leave" });
+    await assert.rejects(carol.presence("user.carol.x"), (e) => e.code === "presence_disabled");
+    // A dropped connection: the client reconnects and asks for events again.
+    const resubscribed = nextEvent(carol, "subscribed", (e) => e.topic === topic);
+    await secureApi.disconnect(await connectionOn(topic, secureApi), 4000, "");
+    await resubscribed;
+    const bob = connect({ token: tokenFor("bob") }, secure.wsUrl);
+    bob.subscribe(topic, () => {});
+    assert.deepEqual(await events.next(), { topic, user: "bob", event: "join" });
+    bob.close();
+    carol.close();
   });
 
   test("a bad token ends the client with 4001 and the node's reason", async () => {

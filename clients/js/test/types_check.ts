@@ -2,7 +2,7 @@
 // uses the library as README.md shows must type-check against fanout.d.ts,
 // and the misuses marked @ts-expect-error must not.
 import { FanoutClient, FanoutError, backoffDelay, validateTopic } from "../fanout.js";
-import type { Gap, Message, State, StateInfo } from "../fanout.js";
+import type { Gap, Message, Presence, PresenceEvent, State, StateInfo } from "../fanout.js";
 
 const client = new FanoutClient("ws://127.0.0.1:8080/ws", {
   token: async () => "a.jwt.token",
@@ -35,6 +35,13 @@ async function publish(): Promise<number> {
   }
 }
 void publish();
+client.subscribe("room.1", () => {}, { presence: true });
+client.on("presence", ({ topic, user, event }: PresenceEvent) => console.log(topic, user, event === "join"));
+async function who(): Promise<number> {
+  const p: Presence = await client.presence("room.1", { timeoutMs: 500 });
+  return p.users + p.names.length;
+}
+void who();
 void client.ping();
 const state: State = client.state;
 const delay: number = backoffDelay(3, { initialDelayMs: 500, maxDelayMs: 30000 }, Math.random);
