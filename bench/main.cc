@@ -35,9 +35,13 @@
 #include "bench/system.h"
 
 ABSL_FLAG(std::string, scenario, "",
-          "What to measure: fanout, many-topics, idle, connect, publish, slow, large, soak (everything "
+          "What to measure: fanout, many-topics, idle, connect, publish, slow, large, recovery "
+          "(clients coming back at once with a position, replayed what they missed), soak (everything "
           "an outside party can do at once, checking nothing accepted is lost: docs/reliability.md), "
           "or echo (the client against a trivial in-process server)");
+ABSL_FLAG(int64_t, missed, 100,
+          "recovery: messages each returning client missed (the started server keeps that many "
+          "per topic: --history_size)");
 ABSL_FLAG(bool, self_test, false, "Same as --scenario=echo: shows how fast the client can receive");
 ABSL_FLAG(std::string, fanoutd, "", "fanoutd to start (default: ../service/fanoutd next to this binary)");
 ABSL_FLAG(int, server_cpu, 0, "CPU the started server (or the echo server) is pinned to; -1: not pinned");
@@ -57,7 +61,7 @@ ABSL_FLAG(int, server_pid, 0, "PID of the running server, for its CPU and RSS fi
 ABSL_FLAG(int64_t, subscribers, -1,
           "WebSocket connections; 0: as many as the open-files limit allows; -1: scenario default "
           "(fanout 10000, many-topics and idle: max, connect 10000, publish 1, slow 10000, large 1000, "
-          "echo 10000, soak 200 well-behaved subscribers)");
+          "echo 10000, recovery 10000, soak 200 well-behaved subscribers)");
 ABSL_FLAG(int64_t, subscribers_per_topic, -1,
           "Subscribers per topic; 0: all on one topic; -1: scenario default (many-topics and connect 10, "
           "idle 1, others 0)");
@@ -134,6 +138,7 @@ const std::map<std::string, ScenarioDefaults>& Defaults() {
       {"slow", {10000, 0, 5, 4096, 4096, 16384}},
       {"large", {1000, 0, 20, 65536, 65536, 0}},
       {"echo", {10000, 0, 0, 64, 4096, 0}},
+      {"recovery", {10000, 0, 0, 64, 4096, 0}},
       {"soak", {200, 0, 0, 64, 4096, 262144}},
   };
   return *defaults;
@@ -195,6 +200,7 @@ BenchConfig Resolve(const std::string& scenario, const FileLimit& files) {
   c.server_cpu = absl::GetFlag(FLAGS_server_cpu);
   c.client_cpu = absl::GetFlag(FLAGS_client_cpu);
   c.server_queue_bytes = static_cast<size_t>(pick(absl::GetFlag(FLAGS_server_queue_bytes), d.queue));
+  c.missed = static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_missed)));
   if (c.scenario == "publish" && c.subscribers != 1) c.subscribers = 1;
   // The echo server lives in this process and needs a descriptor per
   // connection too.
@@ -226,6 +232,7 @@ JsonObject ConfigJson(const BenchConfig& c) {
     j.Add("slow_fraction", c.slow_fraction).Add("slow_rcvbuf", c.slow_rcvbuf).Add("slow_mss", c.slow_mss);
   }
   if (c.scenario == "echo") j.Add("echo_batch", c.echo_batch);
+  if (c.scenario == "recovery") j.Add("missed", c.missed);
   return j;
 }
 
@@ -329,6 +336,10 @@ int main(int argc, char** argv) {
       size_t fits = config.server_queue_bytes > 400 ? (config.server_queue_bytes - 400) / 4 * 3 : 0;
       options.args.push_back(
           absl::StrCat("--max_payload_bytes=", std::max(fits, config.payload_bytes)));
+    }
+    if (scenario == "recovery") {
+      options.args.push_back(absl::StrCat("--history_size=", config.missed));
+      options.args.push_back("--history_ttl=1h");
     }
     if (scenario == "soak") {
       // Timeouts short enough that idle clients and half-sent handshakes end

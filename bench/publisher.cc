@@ -296,4 +296,17 @@ absl::StatusOr<v1::GetStatsResponse> Publisher::GetStats() {
   return response;
 }
 
+absl::StatusOr<v1::PublishResponse> Publisher::PublishOne(const std::string& topic,
+                                                          const std::string& payload) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::PublishRequest request;
+  request.set_topic(topic);
+  request.set_payload(payload);
+  v1::PublishResponse response;
+  grpc::Status status = stubs_[0]->Publish(&context, request, &response);
+  if (!status.ok()) return absl::UnavailableError(absl::StrCat("Publish: ", status.error_message()));
+  return response;
+}
+
 }  // namespace fanout

@@ -62,6 +62,9 @@ class Publisher {
   PublishStats RunStreams(const PublishPlan& plan, int streams, size_t window);
 
   absl::StatusOr<v1::GetStatsResponse> GetStats();
+  // One unary Publish, waited for (the recovery scenario needs its epoch).
+  absl::StatusOr<v1::PublishResponse> PublishOne(const std::string& topic,
+                                                 const std::string& payload);
 
  private:
   Publisher() = default;

@@ -1,6 +1,7 @@
 #include "bench/scenarios.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -674,6 +675,80 @@ absl::Status RunPublish(const BenchConfig& c, const Target& t, JsonObject* figur
   return absl::OkStatus();
 }
 
+// N clients come back at once, each with the position it saw before `missed`
+// more messages were published (a load balancer failing over, a network
+// blip): every one is answered recovered and replayed what it missed.
+absl::Status RunRecovery(const BenchConfig& c, const Target& t, JsonObject* figures, Log* log) {
+  const std::string topic = "bench.recovery";
+  auto fleet = MakeFleet(c, t.ws_address);
+  if (!fleet.ok()) return fleet.status();
+  auto publisher = MakePublisher(c, t);
+  if (!publisher.ok()) return publisher.status();
+  const std::string payload(c.payload_bytes, 'r');
+  auto first = (*publisher)->PublishOne(topic, payload);
+  if (!first.ok()) return first.status();
+  if (first->epoch().empty()) {
+    return absl::FailedPreconditionError("the server numbered no epoch: is --history_size set?");
+  }
+  for (size_t i = 0; i < c.missed; ++i) {
+    if (auto r = (*publisher)->PublishOne(topic, payload); !r.ok()) return r.status();
+  }
+  std::vector<ConnectionSpec> specs(
+      c.subscribers, ConnectionSpec{.topics = topic,
+                                    .since = absl::StrCat(topic, ":", first->seq(), ":",
+                                                          first->epoch())});
+  std::optional<ProcSample> before, after;
+  if (t.server_pid > 0) {
+    if (auto s = ReadProcess(t.server_pid); s.ok()) before = *s;
+  }
+  // Each client receives the recovery notice, then the missed messages.
+  const uint64_t want = static_cast<uint64_t>(c.subscribers) * (c.missed + 1);
+  ConnectResult cr = (*fleet)->Connect(specs);
+  FleetSnapshot snap = (*fleet)->Snapshot();
+  const int64_t deadline = MonoNs() + absl::ToInt64Nanoseconds(c.drain_timeout);
+  while (snap.normal.messages < want && MonoNs() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    snap = (*fleet)->Snapshot();
+  }
+  const int64_t done = MonoNs();
+  if (t.server_pid > 0) {
+    if (auto s = ReadProcess(t.server_pid); s.ok()) after = *s;
+  }
+  const double seconds = static_cast<double>(done - cr.first_start_ns) / 1e9;
+  const bool complete = snap.normal.messages == want;
+  figures->Add("connect", ConnectJson(cr))
+      .Add("missed_per_client", c.missed)
+      .Add("frames_expected", want)
+      .Add("frames_received", snap.normal.messages)
+      .Add("complete", complete)
+      .Add("seconds_until_all_recovered", seconds)
+      .Add("recoveries_per_sec", seconds > 0 ? cr.connected / seconds : 0.0);
+  std::string text = absl::StrFormat(
+      "recovery: %zu clients back at once, %zu missed each: all recovered in %.2f s "
+      "(%s clients/s, %s replayed/s), %llu of %llu frames",
+      cr.connected, c.missed, seconds, Count(seconds > 0 ? cr.connected / seconds : 0),
+      Count(seconds > 0 ? static_cast<double>(cr.connected * c.missed) / seconds : 0),
+      static_cast<unsigned long long>(snap.normal.messages), static_cast<unsigned long long>(want));
+  if (before && after && seconds > 0) {
+    double cpu = after->cpu_seconds - before->cpu_seconds;
+    figures->Add("server_cpu_percent", 100 * cpu / seconds)
+        .Add("server_cpu_us_per_recovery", cr.connected ? cpu * 1e6 / cr.connected : 0.0)
+        .Add("server_rss_kib_before", before->rss_kib)
+        .Add("server_rss_kib_after", after->rss_kib);
+    absl::StrAppend(&text, absl::StrFormat("; server CPU %.0f%% (%.1f us per recovered client)",
+                                           100 * cpu / seconds,
+                                           cr.connected ? cpu * 1e6 / cr.connected : 0.0));
+  }
+  log->Say(text);
+  if (cr.connected == 0) return absl::UnavailableError(absl::StrCat("no connection opened: ", cr.first_error));
+  if (!complete) {
+    return absl::DataLossError(absl::StrFormat("received %llu of the %llu frames recovery owes",
+                                               static_cast<unsigned long long>(snap.normal.messages),
+                                               static_cast<unsigned long long>(want)));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunEcho(const BenchConfig& c, JsonObject* figures, Log* log) {
   auto echo = EchoServer::Start(c.server_cpu, c.payload_bytes, c.echo_batch);
   if (!echo.ok()) return echo.status();
@@ -742,7 +817,8 @@ absl::Status RunEcho(const BenchConfig& c, JsonObject* figures, Log* log) {
 
 const std::vector<std::string>& ScenarioNames() {
   static const auto* names = new std::vector<std::string>{
-      "fanout", "many-topics", "idle", "connect", "publish", "slow", "large", "soak", "echo"};
+      "fanout", "many-topics", "idle", "connect", "publish", "slow", "large", "recovery", "soak",
+      "echo"};
   return *names;
 }
 
@@ -756,6 +832,7 @@ absl::Status RunScenario(const BenchConfig& config, const Target& target, JsonOb
   if (s == "connect") return RunConnect(config, target, figures, &log);
   if (s == "publish") return RunPublish(config, target, figures, &log);
   if (s == "echo") return RunEcho(config, figures, &log);
+  if (s == "recovery") return RunRecovery(config, target, figures, &log);
   if (s == "soak") return RunSoak(config, target, figures, summary);
   return absl::InvalidArgumentError(absl::StrCat("unknown scenario '", s, "'; one of: ",
                                                  absl::StrJoin(ScenarioNames(), ", ")));

@@ -50,6 +50,7 @@ struct BenchConfig {
   int server_cpu = 0;
   int client_cpu = 1;
   size_t server_queue_bytes = 0;  // what the server was told; 0: its default (4 MiB)
+  size_t missed = 100;            // recovery: messages each returning client missed
 };
 
 // Where the server under test is. server_pid 0: unknown, no /proc figures.

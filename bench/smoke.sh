@@ -50,6 +50,7 @@ run connect     --subscribers=500
 run publish     --publish_concurrency=8
 run slow        --subscribers=100
 run large       --subscribers=20 --rate=10
+run recovery    --subscribers=200 --missed=20
 run echo        --subscribers=50
 # Everything an outside party can do at once, checking nothing accepted is
 # lost (docs/reliability.md has the 10-minute run).

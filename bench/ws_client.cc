@@ -267,6 +267,7 @@ class ClientThread {
     }
     c->buffer.reset(new uint8_t[buffer_bytes_]);
     c->request = absl::StrCat("GET /ws?topics=", p.spec->topics,
+                              p.spec->since.empty() ? "" : "&since=", p.spec->since,
                               options_.json_format ? "" : "&format=raw",
                               " HTTP/1.1\r\nHost: ", host_header_,
                               "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

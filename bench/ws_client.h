@@ -43,10 +43,12 @@ struct FleetSnapshot {
   double cpu_seconds = 0;  // CPU time of the fleet's threads so far
 };
 
-// One connection to open: its `topics` URL parameter, and whether it is slow.
+// One connection to open: its `topics` URL parameter, whether it is slow,
+// and its `since` URL parameter (TOPIC:SEQ:EPOCH, a recovery; empty: none).
 struct ConnectionSpec {
   std::string topics;
   bool slow = false;
+  std::string since;
 };
 
 // The outcome of ClientFleet::Connect().
