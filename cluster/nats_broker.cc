@@ -21,8 +21,9 @@ namespace fanout {
 namespace {
 
 constexpr char kStream[] = "FANOUT";
-// Topics whose history policy keeps messages: at most the largest policy's
-// messages per topic, for the longest policy's ttl.
+// Topics whose history policy keeps messages: one stream per --history rule
+// (this name for the default policy, with _<rule id> for an override), each
+// with its rule's limits.
 constexpr char kHistoryStream[] = "FANOUT_HISTORY";
 // Reader threads for history reads (recoveries and History calls).
 constexpr int kReaders = 2;
@@ -40,6 +41,12 @@ constexpr char kPrevHeader[] = "Fanout-Prev";
 // When the publish was made (Unix milliseconds): the policy's ttl applies
 // to it, and History reports it.
 constexpr char kTimeHeader[] = "Fanout-Time";
+// A message published with skip_history: sent straight to the nodes (core
+// NATS, never stored), seq 0, and this random id so that a node whose topic
+// and pattern subscriptions both match delivers it once.
+constexpr char kLiveHeader[] = "Fanout-Live";
+// How many live ids a node remembers to recognise a second copy.
+constexpr size_t kLiveIdsKept = 4096;
 // Which node sent an answer (cluster-wide questions).
 constexpr char kNodeHeader[] = "Fanout-Node";
 constexpr char kQueryPrefix[] = "fanout.q.";
@@ -532,6 +539,7 @@ void NatsBroker::Publish(const OutgoingMessage& m, PublishDone done) {
           .payload = std::string(m.payload),
           .kind = m.kind,
           .exclude = m.exclude,
+          .live = m.skip_history && !m.broadcast,
           .done = std::move(done)};
   job.charge = static_cast<int64_t>(job.topic.size() + job.payload.size()) + kJobBytes;
   if (budget_) budget_->Charge(job.charge);
@@ -567,8 +575,49 @@ absl::StatusOr<NatsBroker::Position> NatsBroker::LastPosition(const char* stream
   return p;
 }
 
+absl::StatusOr<PublishResult> NatsBroker::PublishLive(const Job& job) {
+  const std::string subject = DeliverySubject(job.topic);
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, subject.c_str(), nullptr, job.payload.data(),
+                                static_cast<int>(job.payload.size()));
+  if (s != NATS_OK) {
+    publish_errors_.fetch_add(1, std::memory_order_relaxed);
+    return absl::UnavailableError(absl::StrCat("cannot build the NATS message: ", NatsError(s)));
+  }
+  thread_local absl::BitGen gen;
+  const std::string id = absl::StrCat(absl::Hex(absl::Uniform<uint64_t>(gen), absl::kZeroPad16));
+  const std::string exclude = absl::StrCat(job.exclude);
+  natsMsgHeader_Set(msg, kSeqHeader, "0");
+  natsMsgHeader_Set(msg, kLiveHeader, id.c_str());
+  natsMsgHeader_Set(msg, kOriginHeader, options_.node_id.c_str());
+  if (const char* kind = KindName(job.kind)) natsMsgHeader_Set(msg, kKindHeader, kind);
+  if (job.exclude != 0) natsMsgHeader_Set(msg, kExcludeHeader, exclude.c_str());
+  s = natsConnection_PublishMsg(nc_, msg);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) {
+    publish_errors_.fetch_add(1, std::memory_order_relaxed);
+    return absl::UnavailableError(
+        absl::StrCat("cannot send the message to the other nodes: ", NatsError(s)));
+  }
+  published_live_.fetch_add(1, std::memory_order_relaxed);
+  return PublishResult{0, delivery_->LocalSubscribers(job.topic) + RemoteSubscribers(job.topic),
+                       std::string()};
+}
+
+bool NatsBroker::SeenLive(absl::string_view id) {
+  MutexLock lock(&live_mu_);
+  if (!live_seen_.emplace(id).second) return true;
+  live_order_.emplace_back(id);
+  if (live_order_.size() > kLiveIdsKept) {
+    live_seen_.erase(live_order_.front());
+    live_order_.pop_front();
+  }
+  return false;
+}
+
 absl::StatusOr<PublishResult> NatsBroker::PublishNow(
     Job& job, absl::flat_hash_map<std::string, Position>* positions) {
+  if (job.live) return PublishLive(job);
   const HistoryStream* history = HistoryStreamOf(job.topic);
   const char* stream = history != nullptr ? history->name.c_str() : kStream;
   const std::string subject =
@@ -891,7 +940,10 @@ void NatsBroker::OnMessage(natsConnection*, natsSubscription*, natsMsg* msg, voi
         topic.clear();
       }
       const std::string& named = interest->pattern ? topic : interest->topic;
-      if (!interest->pattern || !named.empty()) {
+      // A live message (skip_history) has no stream position to recognise
+      // a second copy by: its id does.
+      const char* live = seq == 0 ? Header(msg, kLiveHeader) : nullptr;
+      if ((!interest->pattern || !named.empty()) && (live == nullptr || !self->SeenLive(live))) {
         const std::string epoch = EpochOf(msg);
         self->delivery_->Deliver(
             {.topic = named,
@@ -1270,6 +1322,9 @@ void NatsBroker::AppendMetrics(std::string* out) const {
          "Messages the node received from the cluster to deliver locally.", received_.load());
   metric("counter", "fanout_cluster_publishes_total",
          "Publishes of this node stored in JetStream.", published_.load());
+  metric("counter", "fanout_cluster_live_publishes_total",
+         "Publishes of this node with skip_history, sent to the nodes without JetStream.",
+         published_live_.load());
   metric("counter", "fanout_cluster_publish_races_lost_total",
          "Publish attempts renumbered because another node's message to the topic came first.",
          races_lost_.load());

@@ -13,6 +13,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "core/broker.h"
@@ -121,6 +122,8 @@ class NatsBroker final : public Broker {
     std::string payload;
     std::optional<PayloadKind> kind;
     uint64_t exclude = 0;
+    // skip_history: delivered live (core NATS), never numbered or stored.
+    bool live = false;
     int64_t charge = 0;
     PublishDone done;
   };
@@ -178,6 +181,9 @@ class NatsBroker final : public Broker {
   const HistoryStream* HistoryStreamOf(absl::string_view topic) const;
   absl::StatusOr<HistoryPage> ReadStored(const HistoryRead& read);
   void RunReader();
+  absl::StatusOr<PublishResult> PublishLive(const Job& job);
+  // Whether live message `id` was delivered already (and remembers it).
+  bool SeenLive(absl::string_view id);
   absl::StatusOr<PublishResult> PublishNow(Job& job,
                                            absl::flat_hash_map<std::string, Position>* positions);
   absl::StatusOr<Position> LastPosition(const char* stream, const std::string& subject);
@@ -262,6 +268,10 @@ class NatsBroker final : public Broker {
   std::atomic<uint64_t> disconnects_{0};
   std::atomic<uint64_t> received_{0};
   std::atomic<uint64_t> published_{0};
+  std::atomic<uint64_t> published_live_{0};
+  Mutex live_mu_;
+  absl::flat_hash_set<std::string> live_seen_ ABSL_GUARDED_BY(live_mu_);
+  std::deque<std::string> live_order_ ABSL_GUARDED_BY(live_mu_);
   std::atomic<uint64_t> races_lost_{0};
   std::atomic<uint64_t> publish_errors_{0};
   std::atomic<uint64_t> slow_consumer_errors_{0};

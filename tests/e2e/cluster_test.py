@@ -696,6 +696,38 @@ async def run(binary, tmp, results):
         results.expect_eq("...and B's shop.us through the pattern alone",
                           [d["i"] for _, d in shop.of("shop.us")], list(range(5)))
 
+        # --- skip_history: live only, around JetStream, once per connection
+        def publish_live(node, topic, payload):
+            return stubs[node].Publish(pb2.PublishRequest(topic=topic, payload=payload.encode(),
+                                                          skip_history=True), timeout=TIMEOUT)
+
+        before = await asyncio.to_thread(publish, "A", "shop.eu", json.dumps({"i": 5}))
+        live = [await asyncio.to_thread(publish_live, "A", "shop.eu", json.dumps({"live": i}))
+                for i in range(3)]
+        after = await asyncio.to_thread(publish, "A", "shop.eu", json.dumps({"i": 6}))
+        results.expect_eq("skip_history publishes answer no seq and no epoch, and do not move "
+                          "the topic's seq", ([(r.seq, r.epoch) for r in live], after.seq),
+                          ([(0, "")] * 3, before.seq + 1))
+
+        def lives():
+            return [m for m in shop.replies if m.get("topic") == "shop.eu" and "data" in m]
+        await shop.wait_for("live", lambda: len(lives()) >= 3
+                            and any(d["i"] == 6 for _, d in shop.of("shop.eu")))
+        await asyncio.sleep(0.3)  # room for a duplicate to show up
+        results.expect_eq("C's subscriber of shop.* and shop.eu gets each live message once, "
+                          "without seq or epoch",
+                          lives(), [{"topic": "shop.eu", "data": {"live": i}} for i in range(3)])
+        kept = [await asyncio.to_thread(publish, "B", "hist.live", '"kept"')]
+        await asyncio.to_thread(publish_live, "B", "hist.live", '"gone"')
+        kept.append(await asyncio.to_thread(publish, "C", "hist.live", '"kept"'))
+        r = await asyncio.to_thread(lambda: stubs["A"].History(
+            pb2.HistoryRequest(topic="hist.live"), timeout=TIMEOUT))
+        results.expect_eq("a live message on a topic with history is not kept: History has "
+                          "the numbered ones only, one after the other",
+                          ([m.seq for m in r.messages], [m.payload for m in r.messages]),
+                          ([k.seq for k in kept], [b'"kept"', b'"kept"']))
+        results.check("...numbered 1 and 2", [k.seq for k in kept] == [1, 2], str(kept))
+
         # --- broadcasts and client publishes cross nodes
         r = await asyncio.to_thread(
             lambda: stubs["C"].Broadcast(pb2.BroadcastRequest(payload=b'{"all":1}'),
