@@ -2,12 +2,14 @@
 #include <atomic>
 #include <deque>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "core/delivery_budget.h"
 #include "core/mutex.h"
+#include "core/topic_pattern.h"
 #include "service/fanout_service.h"
 #include "service/rpc_util.h"
 
@@ -264,10 +266,16 @@ int64_t WatchEventCost(absl::string_view topic, absl::string_view payload) {
 
 class WatchTap final : public Hub::PublishObserver {
  public:
-  WatchTap(std::string topic, std::string prefix, WatchLimits limits)
-      : topic_(std::move(topic)), prefix_(std::move(prefix)), limits_(limits) {}
+  // `topic` may be a pattern (orders.*, orders.>): the registry's matcher.
+  WatchTap(std::string topic, std::optional<TopicPattern> pattern, std::string prefix,
+           WatchLimits limits)
+      : topic_(std::move(topic)),
+        pattern_(std::move(pattern)),
+        prefix_(std::move(prefix)),
+        limits_(limits) {}
 
   bool Wants(absl::string_view topic) const override {
+    if (pattern_) return pattern_->Matches(topic);
     return topic_.empty() ? absl::StartsWith(topic, prefix_) : topic == topic_;
   }
 
@@ -348,6 +356,7 @@ class WatchTap final : public Hub::PublishObserver {
   }
 
   const std::string topic_;
+  const std::optional<TopicPattern> pattern_;
   const std::string prefix_;
   const WatchLimits limits_;
   Mutex mu_;
@@ -497,9 +506,16 @@ grpc::ServerBidiReactor<v1::PublishRequest, v1::PublishResult>* FanoutServiceImp
 
 grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::CallbackServerContext* ctx,
                                                                    const v1::WatchRequest* req) {
+  std::optional<TopicPattern> pattern;
   auto validate = [&]() -> absl::Status {
     if (!req->topic().empty() && !req->prefix().empty()) {
       return absl::InvalidArgumentError("set topic or prefix, not both");
+    }
+    if (IsPattern(req->topic())) {
+      auto parsed = TopicPattern::Parse(req->topic(), hub_->limits().max_topic_length);
+      if (!parsed.ok()) return absl::InvalidArgumentError(parsed.status().message());
+      pattern = *std::move(parsed);
+      return absl::OkStatus();
     }
     if (!req->topic().empty()) return hub_->ValidateTopic(req->topic());
     if (!req->prefix().empty()) {
@@ -524,7 +540,8 @@ grpc::ServerWriteReactor<v1::WatchEvent>* FanoutServiceImpl::Watch(grpc::Callbac
     };
     return new Refuse(status);
   }
-  auto tap = std::make_shared<WatchTap>(req->topic(), req->prefix(), watch_limits_);
+  auto tap =
+      std::make_shared<WatchTap>(req->topic(), std::move(pattern), req->prefix(), watch_limits_);
   // Send the response headers now so a client (grpcurl) sees the stream open
   // before the first event.
   auto* reactor = new WatchReactor(hub_, tap);

@@ -232,6 +232,30 @@ TEST_F(AdminTest, WatchTailsATopicOrAPrefix) {
   EXPECT_EQ(refused->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
 }
 
+TEST_F(AdminTest, WatchTakesATopicPattern) {
+  grpc::ClientContext ctx;
+  v1::WatchRequest req;
+  req.set_topic("orders.*");
+  auto watch = stub_->Watch(&ctx, req);
+  watch->WaitForInitialMetadata();
+  MustPublish("orders.eu", "1");
+  MustPublish("orders.eu.paris", "2");  // two segments: not orders.*
+  MustPublish("billing.eu", "3");
+  MustPublish("orders.us", "4");
+  v1::WatchEvent e;
+  std::vector<std::string> seen;
+  for (int i = 0; i < 2 && watch->Read(&e); ++i) seen.push_back(e.topic() + "=" + e.payload());
+  EXPECT_THAT(seen, ElementsAre("orders.eu=1", "orders.us=4"));
+  ctx.TryCancel();
+
+  grpc::ClientContext bad_ctx;
+  v1::WatchRequest bad;
+  bad.set_topic("orders.>.eu");
+  auto refused = stub_->Watch(&bad_ctx, bad);
+  EXPECT_FALSE(refused->Read(&e));
+  EXPECT_EQ(refused->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(AdminTest, HealthPerServiceName) {
   auto health = grpc::health::v1::Health::NewStub(node_->channel());
   for (const char* service : {"", "fanout.v1.Fanout"}) {
