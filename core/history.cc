@@ -33,6 +33,16 @@ absl::StatusOr<HistoryConfig> HistoryConfig::Parse(HistoryPolicy default_policy,
     if (!absl::ParseDuration(ttl_text, &policy.ttl) || policy.ttl < absl::ZeroDuration()) {
       return bad("TTL is not a duration such as 90s, 10m or 1h");
     }
+    // First match wins: a rule every one of whose topics an earlier rule
+    // already takes would never apply, which is a mistake, not a setting.
+    for (const auto& [earlier, unused] : config.overrides_) {
+      if (pattern->IsCoveredBy(earlier)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--history entry '", entry, "' never applies: '", earlier.text(),
+            "' comes first and takes every topic it matches (first match wins: put the "
+            "narrower rule first)"));
+      }
+    }
     config.overrides_.emplace_back(*std::move(pattern), policy);
   }
   return config;

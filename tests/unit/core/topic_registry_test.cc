@@ -267,6 +267,13 @@ TEST(HistoryConfig, ParsesOverridesAndRefusesBadOnes) {
   for (const char* bad : {"chat.>", "chat.>:x:1m", "chat.>:1:soon", "a*b:1:1m"}) {
     EXPECT_FALSE(HistoryConfig::Parse({}, bad, 256).ok()) << bad;
   }
+  // First match wins: a rule an earlier one shadows is refused, saying why.
+  auto shadowed = HistoryConfig::Parse({}, "chat.>:500:10m,chat.vip:3:10m", 256);
+  ASSERT_FALSE(shadowed.ok());
+  EXPECT_EQ(shadowed.status().message(),
+            "--history entry 'chat.vip:3:10m' never applies: 'chat.>' comes first and takes "
+            "every topic it matches (first match wins: put the narrower rule first)");
+  EXPECT_TRUE(HistoryConfig::Parse({}, "chat.vip:3:10m,chat.>:500:10m", 256).ok());
 }
 
 }  // namespace
