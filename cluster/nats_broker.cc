@@ -2,6 +2,7 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <optional>
@@ -789,54 +790,95 @@ void NatsBroker::ReadHistory(absl::string_view topic, const TopicPosition* since
 
 void NatsBroker::RunReader() {
   for (;;) {
-    std::unique_ptr<HistoryRead> read;
+    // The first waiting read, and every other one of the same topic: 10,000
+    // clients recovering one topic at once share one walk of the stream.
+    std::vector<std::unique_ptr<HistoryRead>> group;
     {
       MutexLock lock(&read_mu_);
       while (reads_.empty() && !read_stop_) read_cv_.Wait(&read_mu_);
       if (reads_.empty()) return;
-      read = std::move(reads_.front());
+      group.push_back(std::move(reads_.front()));
       reads_.pop_front();
+      const std::string& topic = group.front()->topic;
+      for (auto it = reads_.begin(); it != reads_.end();) {
+        if ((*it)->topic == topic) {
+          group.push_back(std::move(*it));
+          it = reads_.erase(it);
+        } else {
+          ++it;
+        }
+      }
     }
-    absl::StatusOr<HistoryPage> page =
-        stopping_.load() ? absl::UnavailableError("the node is shutting down") : ReadStored(*read);
-    std::move(read->done)(std::move(page));
+    history_requests_.fetch_add(group.size(), std::memory_order_relaxed);
+    if (stopping_.load()) {
+      for (auto& read : group) {
+        std::move(read->done)(absl::UnavailableError("the node is shutting down"));
+      }
+      continue;
+    }
+    // Back far enough for the reader that saw the least (all of it for one
+    // without a position).
+    uint64_t after = UINT64_MAX;
+    for (const auto& read : group) after = std::min(after, read->since ? read->since->seq : 0);
+    absl::StatusOr<StoredHistory> stored = ReadStored(group.front()->topic, after);
+    for (auto& read : group) {
+      if (!stored.ok()) {
+        std::move(read->done)(stored.status());
+      } else {
+        std::move(read->done)(PageFor(*stored, *read));
+      }
+    }
   }
 }
 
-absl::StatusOr<HistoryPage> NatsBroker::ReadStored(const HistoryRead& read) {
+HistoryPage NatsBroker::PageFor(const StoredHistory& stored, const HistoryRead& read) {
+  HistoryPage page;
+  if (!stored.known) return page;  // nothing kept: not known
+  page.known = true;
+  page.position = stored.position;
+  uint64_t after = 0;
+  if (read.since) {
+    if (read.since->epoch != page.position.epoch || read.since->seq > page.position.seq) {
+      return page;  // another epoch, or a position it never had: incomplete
+    }
+    after = read.since->seq;
+  }
+  page.complete = stored.reached <= after + 1;
+  // Oldest first, at most `limit`: the ones right after `after`.
+  for (auto it = stored.newest_first.rbegin(); it != stored.newest_first.rend(); ++it) {
+    if ((*it)->seq <= after) continue;
+    if (page.entries.size() >= read.limit) break;
+    page.entries.push_back(*it);
+  }
+  return page;
+}
+
+absl::StatusOr<NatsBroker::StoredHistory> NatsBroker::ReadStored(const std::string& topic,
+                                                                  uint64_t after) {
   history_reads_.fetch_add(1, std::memory_order_relaxed);
-  const HistoryStream* history = HistoryStreamOf(read.topic);
+  const HistoryStream* history = HistoryStreamOf(topic);
   const char* stream = history != nullptr ? history->name.c_str() : kStream;
   const std::string subject =
-      IngestSubject(read.topic, history != nullptr ? history->prefix : kIngestPrefix);
+      IngestSubject(topic, history != nullptr ? history->prefix : kIngestPrefix);
   const HistoryPolicy policy = history != nullptr ? history->policy : HistoryPolicy{};
   auto failed = [&](absl::string_view what, natsStatus s) {
     history_read_errors_.fetch_add(1, std::memory_order_relaxed);
     return absl::UnavailableError(absl::StrCat(what, ": ", NatsError(s)));
   };
-  HistoryPage page;
+  StoredHistory out;
   natsMsg* msg = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
   natsStatus s = js_GetLastMsg(&msg, js_, stream, subject.c_str(), nullptr, &jerr);
   if (s != NATS_OK) {
-    if (jerr == JSNoMessageFoundErr) return page;  // not known: nothing kept
+    if (jerr == JSNoMessageFoundErr) return out;  // not known: nothing kept
     return failed("cannot read the topic's last message from JetStream", s);
   }
-  page.known = true;
-  page.position = {NumberHeader(msg, kSeqHeader), EpochOf(msg)};
-  uint64_t after = 0;
-  if (read.since) {
-    if (read.since->epoch != page.position.epoch || read.since->seq > page.position.seq) {
-      natsMsg_Destroy(msg);
-      return page;  // another epoch, or a position it never had: incomplete
-    }
-    after = read.since->seq;
-  }
+  out.known = true;
+  out.position = {NumberHeader(msg, kSeqHeader), EpochOf(msg)};
+  out.reached = out.position.seq + 1;  // the oldest seq collected
   // Walk back from the last message while it is kept (the policy's size
   // and ttl), newer than `after`: one request per message.
   const absl::Time oldest = absl::Now() - policy.ttl;
-  std::vector<std::shared_ptr<const HistoryEntry>> newest_first;
-  uint64_t reached = page.position.seq + 1;  // the oldest seq collected
   while (msg != nullptr) {
     auto entry = std::make_shared<HistoryEntry>();
     entry->seq = NumberHeader(msg, kSeqHeader);
@@ -851,13 +893,13 @@ absl::StatusOr<HistoryPage> NatsBroker::ReadStored(const HistoryRead& read) {
     msg = nullptr;
     // Another epoch's, out of the window, or not one after the other:
     // history ends here.
-    if (entry->seq <= after || entry->seq + 1 != reached || epoch != page.position.epoch ||
-        newest_first.size() >= policy.size || entry->at < oldest) {
+    if (entry->seq <= after || entry->seq + 1 != out.reached || epoch != out.position.epoch ||
+        out.newest_first.size() >= policy.size || entry->at < oldest) {
       break;
     }
-    reached = entry->seq;
-    newest_first.push_back(std::move(entry));
-    if (reached == after + 1 || prev == 0) break;
+    out.reached = entry->seq;
+    out.newest_first.push_back(std::move(entry));
+    if (out.reached == after + 1 || prev == 0) break;
     jerr = static_cast<jsErrCode>(0);
     s = js_GetMsg(&msg, js_, stream, prev, nullptr, &jerr);
     if (s != NATS_OK) {
@@ -866,14 +908,8 @@ absl::StatusOr<HistoryPage> NatsBroker::ReadStored(const HistoryRead& read) {
       return failed("cannot read a kept message from JetStream", s);
     }
   }
-  history_read_messages_.fetch_add(newest_first.size(), std::memory_order_relaxed);
-  page.complete = reached <= after + 1;
-  // Oldest first, at most `limit`: the ones right after `after`.
-  for (auto it = newest_first.rbegin(); it != newest_first.rend(); ++it) {
-    if (page.entries.size() >= read.limit) break;
-    page.entries.push_back(std::move(*it));
-  }
-  return page;
+  history_read_messages_.fetch_add(out.newest_first.size(), std::memory_order_relaxed);
+  return out;
 }
 
 void NatsBroker::Subscribe(const std::string& topic) {
@@ -1332,7 +1368,11 @@ void NatsBroker::AppendMetrics(std::string* out) const {
          "Publishes of this node answered UNAVAILABLE or ABORTED by the cluster.",
          publish_errors_.load());
   metric("counter", "fanout_cluster_history_reads_total",
-         "History reads from JetStream (a recovery, or a History call).", history_reads_.load());
+         "Walks of a topic's history in JetStream; recoveries and History calls of one topic "
+         "waiting at once share one.",
+         history_reads_.load());
+  metric("counter", "fanout_cluster_history_requests_total",
+         "Recoveries and History calls answered from JetStream.", history_requests_.load());
   metric("counter", "fanout_cluster_history_read_messages_total",
          "Kept messages those reads returned.", history_read_messages_.load());
   metric("counter", "fanout_cluster_history_read_errors_total",

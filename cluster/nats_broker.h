@@ -179,7 +179,17 @@ class NatsBroker final : public Broker {
   // The history stream `topic` goes into; null when its policy keeps
   // nothing (then FANOUT numbers it).
   const HistoryStream* HistoryStreamOf(absl::string_view topic) const;
-  absl::StatusOr<HistoryPage> ReadStored(const HistoryRead& read);
+  // What one walk of a topic's stream found: its position, and its kept
+  // messages after some seq, newest first, down to `reached` (the oldest).
+  struct StoredHistory {
+    bool known = false;
+    TopicPosition position;
+    std::vector<std::shared_ptr<const HistoryEntry>> newest_first;
+    uint64_t reached = 0;
+  };
+  absl::StatusOr<StoredHistory> ReadStored(const std::string& topic, uint64_t after);
+  // One reader's page of a walk that reached back at least to its since.
+  static HistoryPage PageFor(const StoredHistory& stored, const HistoryRead& read);
   void RunReader();
   absl::StatusOr<PublishResult> PublishLive(const Job& job);
   // Whether live message `id` was delivered already (and remembers it).
@@ -281,6 +291,7 @@ class NatsBroker final : public Broker {
   // By --history rule (HistoryConfig::RuleOf).
   std::vector<HistoryStream> history_streams_;
   std::atomic<uint64_t> history_reads_{0};
+  std::atomic<uint64_t> history_requests_{0};
   std::atomic<uint64_t> history_read_messages_{0};
   std::atomic<uint64_t> history_read_errors_{0};
 };

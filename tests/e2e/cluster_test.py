@@ -363,6 +363,38 @@ async def check_recovery(pb2, stubs, ws, results):
     await url.close()
     last = r.seq
 
+    # Many clients back at once on B, from different positions: the node
+    # reads the topic's history once for all of them, and each gets its own
+    # answer and exactly what it missed.
+    positions = [last - k for k in (0, 1, 2, 7, 30, 3, 1)] + [last + 5]
+    crowd = [await websockets.connect(f"ws://{ws['B']}/ws") for _ in positions]
+    for i, (c, p) in enumerate(zip(crowd, positions)):
+        await c.send(json.dumps({"op": "subscribe", "topic": topic, "id": i,
+                                 "since": {"seq": p, "epoch": epoch}}))
+    stale = await websockets.connect(f"ws://{ws['B']}/ws")
+    await stale.send(json.dumps({"op": "subscribe", "topic": topic, "id": "s",
+                                 "since": {"seq": last - 2, "epoch": "an-old-one"}}))
+    answers, replays = [], []
+    for i, (c, p) in enumerate(zip(crowd, positions)):
+        answers.append(await recv_json(c))
+        got = []
+        if p < last:
+            got = await seqs_until(c, topic, last, epoch, results, f"crowd client {i}")
+        replays.append(got)
+    results.expect_eq("cluster: clients recovering at once from different positions each get "
+                      "their own answer", answers,
+                      [{"id": i, "ok": True, "recovered": True} for i in range(len(positions) - 1)]
+                      + [{"id": len(positions) - 1, "ok": True, "recovered": False,
+                          "position": {"seq": last, "epoch": epoch}}])
+    results.expect_eq("...and exactly what each missed",
+                      replays, [list(range(p + 1, last + 1)) if p < last else []
+                                for p in positions])
+    results.expect_eq("...and one with another epoch among them is told where the topic stands",
+                      await recv_json(stale), {"id": "s", "ok": True, "recovered": False,
+                                               "position": {"seq": last, "epoch": epoch}})
+    for c in crowd + [stale]:
+        await c.close()
+
     # Gone: another epoch, or older than the policy keeps (hist.small: 3).
     gone = await websockets.connect(f"ws://{ws['B']}/ws")
     await gone.send(json.dumps({"op": "subscribe", "topic": topic, "id": 2,
