@@ -1,5 +1,6 @@
 // fanout.v1.Fanout: PublishBatch, PublishStream and Watch.
 #include <atomic>
+#include <chrono>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -7,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "grpcpp/alarm.h"
 #include "core/delivery_budget.h"
 #include "core/mutex.h"
 #include "core/topic_pattern.h"
@@ -20,6 +22,32 @@ constexpr int kMaxBatch = 1000;
 // Results a PublishStream client may leave unread before the server stops
 // reading its requests (backpressure instead of unbounded memory).
 constexpr size_t kMaxUnreadResults = 10000;
+
+// Result batching. A read that completes within kBackToBackNs of being
+// started found its request already waiting: the client sends ahead of its
+// results. Once kBatchAfter such reads have come in a row (a slow one halves
+// the count), the last ready result is held back while the next read is
+// pending, and the results before it are written with gRPC's buffer hint, so
+// a burst of requests is answered by one write instead of a sendmsg (and a
+// client wake-up) per result. A held result waits at most until the next
+// request arrives or a flush alarm fires (gRPC's timers round up to the
+// millisecond, so 1-2 ms). A client that waits for each result never reaches
+// batching. One that sends a few ahead and then waits for them would wait for
+// the alarm: when the alarm finds a result held and no request has come
+// since it was set, the stream stops holding for the next kHoldOffReads <<
+// (stalls so far) requests, so such a client pays one alarm now and then,
+// not one per window.
+constexpr int64_t kBackToBackNs = 20'000;
+constexpr int kBatchAfter = 32;
+constexpr std::chrono::milliseconds kFlushDelay{1};
+constexpr uint64_t kHoldOffReads = 1000;
+constexpr int kMaxHoldOffShift = 10;
+
+int64_t MonoNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 // One PublishStream call: reads requests, publishes each, writes one result
 // per request in order. One read and one write in flight at most. Reading
@@ -46,7 +74,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
       // uninstrumented gRPC: taking mu_ here, as every reaction does first,
       // makes the construction visibly happen before them.
       MutexLock lock(&mu_);
-      StartRead(&request_);
+      StartReadLocked();
     }
     // Not under mu_: shutdown takes the registry's lock, then ours.
     if (!registry_->Add(this)) OnNodeShutdown();  // opened during shutdown
@@ -59,6 +87,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     if (read_done_) return;
     read_done_ = true;
     final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
+    MaybeWriteLocked();  // a held result
     MaybeFinishLocked();
   }
 
@@ -77,18 +106,28 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     auto slot = std::make_shared<Slot>();
     {
       MutexLock lock(&mu_);
+      ++reads_;
+      if (hold_off_ > 0) --hold_off_;
+      if (MonoNs() - read_started_ns_ < kBackToBackNs) {
+        back_to_back_ = std::min(back_to_back_ + 1, 2 * kBatchAfter);
+      } else {
+        back_to_back_ /= 2;
+      }
       if (read_done_) {  // ended by shutdown while this read was pending
+        MaybeWriteLocked();
         MaybeFinishLocked();
         return;
       }
       if (!ok) {  // the client half-closed, or the call is cancelled
         read_done_ = true;
+        MaybeWriteLocked();  // a held result
         MaybeFinishLocked();
         return;
       }
       if (!serving_()) {
         read_done_ = true;
         final_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "node is shutting down");
+        MaybeWriteLocked();
         MaybeFinishLocked();
         return;
       }
@@ -113,18 +152,21 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     {
       MutexLock lock(&mu_);
       if (read_done_) {  // ended meanwhile (shutdown, or the client went away)
+        MaybeWriteLocked();
         MaybeFinishLocked();
         return;
       }
       if (results_.size() >= kMaxUnreadResults) {
         read_paused_ = true;
+        MaybeWriteLocked();  // a held result: no read is coming for it
         return;
       }
       if (!budget_->over()) {
-        StartRead(&request_);
+        StartReadLocked();
         return;
       }
       waiting_budget_ = true;
+      MaybeWriteLocked();
     }
     WaitForBudget();
   }
@@ -149,7 +191,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
       read_paused_ = false;
       if (read_done_) return;
       if (!budget_->over()) {
-        StartRead(&request_);
+        StartReadLocked();
         return;
       }
       waiting_budget_ = true;
@@ -181,7 +223,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         if (read_done_) {
           MaybeFinishLocked();
         } else if (!read_paused_) {
-          StartRead(&request_);
+          StartReadLocked();
         }
         return;
       }
@@ -192,19 +234,71 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
 
   // Whether gRPC is done with this and nothing else refers to it.
   bool ReleasableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return done_ && !waiting_budget_ && publishing_ == 0;
+    return done_ && !waiting_budget_ && publishing_ == 0 && !alarm_set_;
   }
   void Release() {
     registry_->Remove(this);
     delete this;
   }
 
+  void StartReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    read_started_ns_ = MonoNs();
+    StartRead(&request_);
+  }
+
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (done_ || writing_ || results_.empty() || !results_.front()->ready) return;
+    bool next_ready = results_.size() > 1 && results_[1]->ready;
+    if (!next_ready && HoldLocked()) {
+      if (!alarm_set_) {
+        // A new alarm each time: the last one's callback may still be
+        // returning on another thread, and gRPC keeps an alarm alive until
+        // its callback has returned even when the object is destroyed. Set
+        // under mu_ is safe: a deadline in the future never runs the
+        // callback inside Set.
+        alarm_set_ = true;
+        reads_when_set_ = reads_;
+        flush_alarm_ = std::make_unique<grpc::Alarm>();
+        flush_alarm_->Set(std::chrono::system_clock::now() + kFlushDelay, [this](bool) { OnFlushAlarm(); });
+      }
+      return;
+    }
     writing_ = true;
     writing_result_ = std::move(results_.front()->result);
     results_.pop_front();
-    StartWrite(&writing_result_);
+    // Hinted, the result waits in gRPC's buffer for the one after it, which
+    // is either ready now or held (and then written by the next read, the
+    // alarm, or the end of reading); unhinted, everything buffered leaves.
+    if (next_ready || HoldLocked()) {
+      StartWrite(&writing_result_, grpc::WriteOptions().set_buffer_hint());
+    } else {
+      flush_due_ = false;
+      StartWrite(&writing_result_);
+    }
+  }
+  // Whether the last ready result may wait for the next request (above).
+  bool HoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return back_to_back_ >= kBatchAfter && hold_off_ == 0 && !flush_due_ && !read_done_ &&
+           !read_paused_ && !waiting_budget_;
+  }
+  void OnFlushAlarm() {
+    {
+      MutexLock lock(&mu_);
+      alarm_set_ = false;
+      if (!done_) {
+        if (reads_ == reads_when_set_ && !writing_ && !results_.empty() &&
+            results_.front()->ready) {
+          // Held, and no request came since: the client waited for it.
+          hold_off_ = kHoldOffReads << std::min(stalls_++, kMaxHoldOffShift);
+        }
+        flush_due_ = true;
+        MaybeWriteLocked();
+        MaybeFinishLocked();
+        return;
+      }
+      if (!ReleasableLocked()) return;
+    }
+    Release();
   }
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (done_ || finished_ || !read_done_ || writing_ || !results_.empty()) return;
@@ -224,6 +318,15 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   StreamRegistry* const registry_;
   Mutex mu_;
   v1::PublishRequest request_;  // owned by the pending read
+  std::unique_ptr<grpc::Alarm> flush_alarm_ ABSL_GUARDED_BY(mu_);
+  int64_t read_started_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  int back_to_back_ ABSL_GUARDED_BY(mu_) = 0;  // recent reads that found a request waiting
+  uint64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reads_when_set_ ABSL_GUARDED_BY(mu_) = 0;  // reads_ when the alarm was set
+  uint64_t hold_off_ ABSL_GUARDED_BY(mu_) = 0;  // requests to come before holding again
+  int stalls_ ABSL_GUARDED_BY(mu_) = 0;  // alarms that found a result held
+  bool alarm_set_ ABSL_GUARDED_BY(mu_) = false;
+  bool flush_due_ ABSL_GUARDED_BY(mu_) = false;  // the alarm fired: write what is held
   v1::PublishResult writing_result_ ABSL_GUARDED_BY(mu_);
   std::deque<std::shared_ptr<Slot>> results_ ABSL_GUARDED_BY(mu_);
   int publishing_ ABSL_GUARDED_BY(mu_) = 0;  // publishes not answered yet

@@ -192,6 +192,40 @@ TEST_F(AdminTest, PublishStreamAnswersEveryMessageInOrderAndSurvivesBadOnes) {
   }
 }
 
+// A producer that sends a burst and then waits for every result before the
+// next burst: the node batches results of back-to-back requests, and must
+// still answer the last one of each burst though no request follows it.
+TEST_F(AdminTest, PublishStreamAnswersEveryBurstWhileTheProducerWaits) {
+  auto c = Connect("/ws?topics=bursts&format=raw");  // a topic with a subscriber numbers messages
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto stream = stub_->PublishStream(&ctx);
+  constexpr int kBursts = 20;
+  constexpr int kBurst = 200;
+  uint64_t expected_seq = 1;
+  for (int b = 0; b < kBursts; ++b) {
+    for (int i = 0; i < kBurst; ++i) {
+      v1::PublishRequest req;
+      req.set_topic("bursts");
+      req.set_payload(absl::StrCat(b, ".", i));
+      // Leave together, so the node reads them back to back.
+      auto options = i + 1 < kBurst ? grpc::WriteOptions().set_buffer_hint() : grpc::WriteOptions();
+      ASSERT_TRUE(stream->Write(req, options)) << "burst " << b;
+    }
+    for (int i = 0; i < kBurst; ++i) {
+      v1::PublishResult result;
+      ASSERT_TRUE(stream->Read(&result)) << "burst " << b << ", result " << i << " never came";
+      EXPECT_EQ(result.code(), 0) << result.error();
+      EXPECT_EQ(result.seq(), expected_seq++);
+      EXPECT_EQ(result.subscribers(), 1u);
+    }
+  }
+  stream->WritesDone();
+  v1::PublishResult extra;
+  EXPECT_FALSE(stream->Read(&extra));
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
 TEST_F(AdminTest, WatchTailsATopicOrAPrefix) {
   grpc::ClientContext ctx_topic;
   v1::WatchRequest by_topic;
