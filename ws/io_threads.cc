@@ -14,8 +14,29 @@ IoThreadPool::IoThreadPool(int count, std::chrono::milliseconds tick) {
 IoThreadPool::~IoThreadPool() { Stop(); }
 
 void IoThreadPool::Post(int index, absl::AnyInvocable<void() &&> fn) {
-  boost::asio::post(threads_[static_cast<size_t>(index)]->context,
-                    [fn = std::move(fn)]() mutable { std::move(fn)(); });
+  IoThread* t = threads_[static_cast<size_t>(index)].get();
+  {
+    MutexLock lock(&t->inbox_mu);
+    t->inbox.push_back(std::move(fn));
+    if (t->inbox_posted) return;
+    t->inbox_posted = true;
+  }
+  boost::asio::post(t->context, [t] { RunInbox(t); });
+}
+
+void IoThreadPool::RunInbox(IoThread* t) {
+  std::vector<absl::AnyInvocable<void() &&>> tasks;
+  {
+    MutexLock lock(&t->inbox_mu);
+    tasks.swap(t->inbox);
+    t->inbox_posted = false;
+  }
+  for (auto& task : tasks) std::move(task)();
+  // Keep the list's capacity for the next burst unless it was huge.
+  if (tasks.capacity() > 4096) return;
+  tasks.clear();
+  MutexLock lock(&t->inbox_mu);
+  if (t->inbox.empty()) t->inbox.swap(tasks);
 }
 
 void IoThreadPool::Start() {

@@ -12,6 +12,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "core/hub.h"
+#include "core/mutex.h"
 #include "ws/timer_wheel.h"
 
 namespace fanout {
@@ -77,6 +78,15 @@ struct IoThread {
   std::vector<char> read_buffer;
   IoThreadStats stats;
   std::thread thread;
+
+  // Tasks other threads post (deliveries, mostly), run in order by one
+  // event-loop task: while that task waits to run, further posts only join
+  // the list, so a burst of publishes costs the loop one wake-up (the
+  // eventfd write and epoll_ctl asio makes per post to a sleeping loop), not
+  // one per publish.
+  Mutex inbox_mu;
+  std::vector<absl::AnyInvocable<void() &&>> inbox ABSL_GUARDED_BY(inbox_mu);
+  bool inbox_posted ABSL_GUARDED_BY(inbox_mu) = false;
 };
 
 // The I/O threads, as the hub's Dispatcher.
@@ -104,6 +114,8 @@ class IoThreadPool final : public Dispatcher {
   }
 
  private:
+  static void RunInbox(IoThread* t);
+
   std::vector<std::unique_ptr<IoThread>> threads_;
   std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards_;
 };
