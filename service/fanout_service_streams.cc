@@ -35,13 +35,18 @@ constexpr size_t kMaxUnreadResults = 10000;
 // batching. One that sends a few ahead and then waits for them would wait for
 // the alarm: when the alarm finds a result held and no request has come
 // since it was set, the stream stops holding for the next kHoldOffReads <<
-// (stalls so far) requests, so such a client pays one alarm now and then,
-// not one per window.
-constexpr int64_t kBackToBackNs = 20'000;
+// (stalls in a row, at most 4) requests, so such a client pays one alarm now
+// and then, not one per window. A client busy elsewhere can pause past the
+// alarm too, and looks the same; its stalls come far apart, and a stall that
+// comes long after the hold-off ended counts as the first again.
+constexpr int64_t kBackToBackNs = 50'000;
 constexpr int kBatchAfter = 32;
 constexpr std::chrono::milliseconds kFlushDelay{1};
 constexpr uint64_t kHoldOffReads = 1000;
-constexpr int kMaxHoldOffShift = 10;
+// At most this many results wait in gRPC's buffer: a client that keeps more
+// requests than this outstanding is never left waiting on the buffer.
+constexpr int kMaxUnflushed = 64;
+constexpr int kMaxHoldOffShift = 4;
 
 int64_t MonoNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -108,7 +113,8 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
       MutexLock lock(&mu_);
       ++reads_;
       if (hold_off_ > 0) --hold_off_;
-      if (MonoNs() - read_started_ns_ < kBackToBackNs) {
+      last_back_to_back_ = MonoNs() - read_started_ns_ < kBackToBackNs;
+      if (last_back_to_back_) {
         back_to_back_ = std::min(back_to_back_ + 1, 2 * kBatchAfter);
       } else {
         back_to_back_ /= 2;
@@ -249,7 +255,8 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   void MaybeWriteLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (done_ || writing_ || results_.empty() || !results_.front()->ready) return;
     bool next_ready = results_.size() > 1 && results_[1]->ready;
-    if (!next_ready && HoldLocked()) {
+    bool room = unflushed_ + 1 < kMaxUnflushed;
+    if (!next_ready && room && HoldLocked()) {
       if (!alarm_set_) {
         // A new alarm each time: the last one's callback may still be
         // returning on another thread, and gRPC keeps an alarm alive until
@@ -269,17 +276,19 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     // Hinted, the result waits in gRPC's buffer for the one after it, which
     // is either ready now or held (and then written by the next read, the
     // alarm, or the end of reading); unhinted, everything buffered leaves.
-    if (next_ready || HoldLocked()) {
+    if (room && (next_ready || HoldLocked())) {
+      ++unflushed_;
       StartWrite(&writing_result_, grpc::WriteOptions().set_buffer_hint());
     } else {
+      unflushed_ = 0;
       flush_due_ = false;
       StartWrite(&writing_result_);
     }
   }
   // Whether the last ready result may wait for the next request (above).
   bool HoldLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return back_to_back_ >= kBatchAfter && hold_off_ == 0 && !flush_due_ && !read_done_ &&
-           !read_paused_ && !waiting_budget_;
+    return last_back_to_back_ && back_to_back_ >= kBatchAfter && hold_off_ == 0 && !flush_due_ &&
+           !read_done_ && !read_paused_ && !waiting_budget_;
   }
   void OnFlushAlarm() {
     {
@@ -289,7 +298,9 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         if (reads_ == reads_when_set_ && !writing_ && !results_.empty() &&
             results_.front()->ready) {
           // Held, and no request came since: the client waited for it.
-          hold_off_ = kHoldOffReads << std::min(stalls_++, kMaxHoldOffShift);
+          if (reads_ - last_stall_reads_ > 2 * last_hold_off_ + kHoldOffReads) stalls_ = 0;
+          last_stall_reads_ = reads_;
+          hold_off_ = last_hold_off_ = kHoldOffReads << std::min(stalls_++, kMaxHoldOffShift);
         }
         flush_due_ = true;
         MaybeWriteLocked();
@@ -321,10 +332,14 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   std::unique_ptr<grpc::Alarm> flush_alarm_ ABSL_GUARDED_BY(mu_);
   int64_t read_started_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int back_to_back_ ABSL_GUARDED_BY(mu_) = 0;  // recent reads that found a request waiting
+  bool last_back_to_back_ ABSL_GUARDED_BY(mu_) = false;  // the last read did
+  int unflushed_ ABSL_GUARDED_BY(mu_) = 0;  // results written with the hint since the last flush
   uint64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reads_when_set_ ABSL_GUARDED_BY(mu_) = 0;  // reads_ when the alarm was set
   uint64_t hold_off_ ABSL_GUARDED_BY(mu_) = 0;  // requests to come before holding again
   int stalls_ ABSL_GUARDED_BY(mu_) = 0;  // alarms that found a result held
+  uint64_t last_stall_reads_ ABSL_GUARDED_BY(mu_) = 0;  // reads_ at the last one
+  uint64_t last_hold_off_ ABSL_GUARDED_BY(mu_) = 0;
   bool alarm_set_ ABSL_GUARDED_BY(mu_) = false;
   bool flush_due_ ABSL_GUARDED_BY(mu_) = false;  // the alarm fired: write what is held
   v1::PublishResult writing_result_ ABSL_GUARDED_BY(mu_);
