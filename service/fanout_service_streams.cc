@@ -34,7 +34,7 @@ constexpr size_t kMaxUnreadResults = 10000;
 // millisecond, so 1-2 ms). A client that waits for each result never reaches
 // batching. One that sends a few ahead and then waits for them would wait for
 // the alarm: when the alarm finds a result held and no request has come
-// since it was set, the stream stops holding for the next kHoldOffReads <<
+// since it was held, the stream stops holding for the next kHoldOffReads <<
 // (stalls in a row, at most 4) requests, so such a client pays one alarm now
 // and then, not one per window. A client busy elsewhere can pause past the
 // alarm too, and looks the same; its stalls come far apart, and a stall that
@@ -257,6 +257,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     bool next_ready = results_.size() > 1 && results_[1]->ready;
     bool room = unflushed_ + 1 < kMaxUnflushed;
     if (!next_ready && room && HoldLocked()) {
+      reads_when_held_ = reads_;
       if (!alarm_set_) {
         // A new alarm each time: the last one's callback may still be
         // returning on another thread, and gRPC keeps an alarm alive until
@@ -264,7 +265,6 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         // under mu_ is safe: a deadline in the future never runs the
         // callback inside Set.
         alarm_set_ = true;
-        reads_when_set_ = reads_;
         flush_alarm_ = std::make_unique<grpc::Alarm>();
         flush_alarm_->Set(std::chrono::system_clock::now() + kFlushDelay, [this](bool) { OnFlushAlarm(); });
       }
@@ -295,7 +295,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
       MutexLock lock(&mu_);
       alarm_set_ = false;
       if (!done_) {
-        if (reads_ == reads_when_set_ && !writing_ && !results_.empty() &&
+        if (reads_ == reads_when_held_ && !writing_ && !results_.empty() &&
             results_.front()->ready) {
           // Held, and no request came since: the client waited for it.
           if (reads_ - last_stall_reads_ > 2 * last_hold_off_ + kHoldOffReads) stalls_ = 0;
@@ -335,7 +335,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   bool last_back_to_back_ ABSL_GUARDED_BY(mu_) = false;  // the last read did
   int unflushed_ ABSL_GUARDED_BY(mu_) = 0;  // results written with the hint since the last flush
   uint64_t reads_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t reads_when_set_ ABSL_GUARDED_BY(mu_) = 0;  // reads_ when the alarm was set
+  uint64_t reads_when_held_ ABSL_GUARDED_BY(mu_) = 0;  // reads_ when a result was last held
   uint64_t hold_off_ ABSL_GUARDED_BY(mu_) = 0;  // requests to come before holding again
   int stalls_ ABSL_GUARDED_BY(mu_) = 0;  // alarms that found a result held
   uint64_t last_stall_reads_ ABSL_GUARDED_BY(mu_) = 0;  // reads_ at the last one
