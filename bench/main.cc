@@ -87,6 +87,7 @@ ABSL_FLAG(int64_t, read_buffer_bytes, -1, "Read buffer per connection; -1: 4096,
 ABSL_FLAG(std::string, format, "raw", "Delivery format the subscribers ask for: raw or json");
 ABSL_FLAG(int64_t, publish_concurrency, 64, "Publish calls in flight when --rate=0");
 ABSL_FLAG(int, publish_streams, 2, "publish: PublishStream calls of the streaming run");
+ABSL_FLAG(int, publish_batch, 100, "publish: messages per PublishBatch call of the batch run (at most 1000; 0: no batch run)");
 ABSL_FLAG(int64_t, stream_window, 1000, "publish: requests a stream may have unanswered");
 ABSL_FLAG(int64_t, max_in_flight, 1000, "Most publish calls in flight at a fixed rate (more are skipped and counted)");
 ABSL_FLAG(int, grpc_channels, 2, "gRPC channels (HTTP/2 connections) the publisher spreads calls over");
@@ -186,6 +187,7 @@ BenchConfig Resolve(const std::string& scenario, const FileLimit& files) {
   c.json_format = format == "json";
   c.publish_concurrency = static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_publish_concurrency)));
   c.publish_streams = std::max(1, absl::GetFlag(FLAGS_publish_streams));
+  c.publish_batch = std::clamp(absl::GetFlag(FLAGS_publish_batch), 0, 1000);
   c.stream_window = static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_stream_window)));
   c.max_in_flight = static_cast<size_t>(std::max<int64_t>(1, absl::GetFlag(FLAGS_max_in_flight)));
   c.grpc_channels = std::max(1, absl::GetFlag(FLAGS_grpc_channels));
@@ -226,6 +228,7 @@ JsonObject ConfigJson(const BenchConfig& c) {
       .Add("publish_concurrency", c.publish_concurrency)
       .Add("grpc_channels", c.grpc_channels)
       .Add("publish_streams", c.publish_streams)
+      .Add("publish_batch", c.publish_batch)
       .Add("stream_window", c.stream_window)
       .Add("server_queue_bytes", c.server_queue_bytes);
   if (c.scenario == "slow") {
@@ -249,7 +252,7 @@ JsonObject FlagsJson() {
 
 absl::Duration AutoTimeout(const BenchConfig& c) {
   if (c.scenario == "soak") return c.duration + absl::Minutes(5);
-  int phases = c.scenario == "publish" ? 3 : (c.scenario == "slow" ? 2 : 1);
+  int phases = c.scenario == "publish" ? 4 : (c.scenario == "slow" ? 2 : 1);
   absl::Duration phase = c.warmup + c.duration + c.drain_timeout + absl::Seconds(5);
   absl::Duration connect = absl::Seconds(30) + absl::Seconds(static_cast<double>(c.subscribers) / 500);
   absl::Duration idle = c.scenario == "idle" ? absl::Seconds(static_cast<double>(c.subscribers) / c.idle_step) : absl::ZeroDuration();

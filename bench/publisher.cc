@@ -26,6 +26,8 @@ struct Call {
   int current = 0;
   v1::PublishRequest request;
   v1::PublishResponse response;
+  v1::PublishBatchRequest batch_request;  // plan.batch > 0
+  v1::PublishBatchResponse batch_response;
   int64_t sent_ns = 0;
 };
 
@@ -37,6 +39,9 @@ class Run {
     for (size_t i = 0; i < std::max<size_t>(1, plan.concurrency); ++i) {
       calls_.push_back(std::make_unique<Call>());
       calls_.back()->request.mutable_payload()->assign(plan.payload_bytes, '.');
+      for (size_t m = 0; m < plan.batch; ++m) {
+        calls_.back()->batch_request.add_messages()->mutable_payload()->assign(plan.payload_bytes, '.');
+      }
       free_.push_back(calls_.back().get());
     }
   }
@@ -82,8 +87,23 @@ class Run {
     call->current ^= 1;
     grpc::ClientContext& context = call->contexts[call->current].emplace();
     context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(kCallDeadline));
-    call->request.set_topic(plan_.topics[n % plan_.topics.size()]);
     call->sent_ns = MonoNs();
+    if (plan_.batch > 0) {
+      for (auto& m : *call->batch_request.mutable_messages()) {
+        m.set_topic(plan_.topics[n % plan_.topics.size()]);
+        std::string* payload = m.mutable_payload();
+        WriteStamp(payload->data() + payload->size(), static_cast<uint64_t>(call->sent_ns));
+      }
+      {
+        absl::MutexLock lock(&mu_);
+        stats_.issued += plan_.batch;
+      }
+      stubs_[n % stubs_.size()]->async()->PublishBatch(
+          &context, &call->batch_request, &call->batch_response,
+          [this, call](grpc::Status status) { OnDone(call, status); });
+      return;
+    }
+    call->request.set_topic(plan_.topics[n % plan_.topics.size()]);
     std::string* payload = call->request.mutable_payload();
     WriteStamp(payload->data() + payload->size(), static_cast<uint64_t>(call->sent_ns));
     {
@@ -100,7 +120,22 @@ class Run {
     {
       absl::MutexLock lock(&mu_);
       bool in_window = call->sent_ns >= plan_.window_t0 && call->sent_ns < plan_.window_t1;
-      if (status.ok()) {
+      if (status.ok() && plan_.batch > 0) {
+        for (const auto& r : call->batch_response.results()) {
+          if (r.code() != 0) {
+            ++stats_.failed;
+            if (stats_.first_error.empty()) stats_.first_error = absl::StrCat("PublishBatch result: ", r.error());
+            continue;
+          }
+          ++stats_.ok;
+          stats_.subscribers_total += r.subscribers();
+          if (in_window) {
+            ++stats_.ok_in_window;
+            stats_.expected_in_window += r.subscribers();
+          }
+        }
+        if (in_window) stats_.rpc_latency.Record(static_cast<uint64_t>(now - call->sent_ns));
+      } else if (status.ok()) {
         ++stats_.ok;
         stats_.subscribers_total += call->response.subscribers();
         if (in_window) {
@@ -109,9 +144,10 @@ class Run {
           stats_.rpc_latency.Record(static_cast<uint64_t>(now - call->sent_ns));
         }
       } else {
-        ++stats_.failed;
+        stats_.failed += std::max<size_t>(1, plan_.batch);
         if (stats_.first_error.empty()) {
-          stats_.first_error = absl::StrCat("Publish: ", static_cast<int>(status.error_code()), " ",
+          stats_.first_error = absl::StrCat(plan_.batch > 0 ? "PublishBatch: " : "Publish: ",
+                                            static_cast<int>(status.error_code()), " ",
                                             status.error_message());
         }
       }

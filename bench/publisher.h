@@ -23,6 +23,9 @@ struct PublishPlan {
   // Closed loop: calls in flight. Fixed rate: the most in flight; a publish
   // due while all are busy is skipped and counted.
   size_t concurrency = 64;
+  // > 0: each call is a PublishBatch of this many messages (stats count
+  // messages; the latency is per call).
+  size_t batch = 0;
   int64_t start_ns = 0;
   int64_t end_ns = 0;
   // The measurement window; calls sent in it are counted apart.
@@ -42,7 +45,7 @@ struct PublishStats {
   std::string first_error;
 };
 
-// Publisher drives fanout.v1.Fanout/Publish with the gRPC callback API over
+// Publisher drives fanout.v1.Fanout/Publish (or PublishBatch) with the gRPC callback API over
 // one or more channels (separate HTTP/2 connections).
 // Thread: Run() and GetStats() from one controlling thread; completions run on
 // gRPC's threads and never block.

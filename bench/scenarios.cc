@@ -203,6 +203,8 @@ struct LoadSpec {
   size_t normal_fanout = 0;
   // > 0: publish over this many PublishStream calls instead of unary calls.
   int streams = 0;
+  // > 0: unary PublishBatch calls of this many messages.
+  size_t batch = 0;
 };
 
 struct LoadOutcome {
@@ -250,6 +252,7 @@ LoadOutcome RunLoad(const BenchConfig& c, pid_t pid, ClientFleet* fleet, Publish
   plan.end_ns = t1;
   plan.window_t0 = t0;
   plan.window_t1 = t1;
+  plan.batch = spec.batch;
   o.publish = spec.streams > 0 ? publisher->RunStreams(plan, spec.streams, c.stream_window)
                                : publisher->Run(plan);
   sampler.Join();
@@ -669,6 +672,24 @@ absl::Status RunPublish(const BenchConfig& c, const Target& t, JsonObject* figur
   figures->Add("publishes_per_sec_no_subscriber", rate_a)
       .Add("publishes_per_sec_one_subscriber", rate_b)
       .Add("publishes_per_sec_one_subscriber_streaming", rate_s);
+  if (c.publish_batch > 0) {
+    LoadSpec batched = one;
+    batched.batch = c.publish_batch;
+    LoadOutcome p = RunLoad(c, t.server_pid, fleet->get(), publisher->get(), batched);
+    figures->Add("one_subscriber_batch", LoadJson(c, p, LatencyJson(p.fleet.normal.latency)));
+    double rate_p = static_cast<double>(p.publish.ok_in_window) / p.window_s;
+    std::string server_p = p.server_t0 ? absl::StrFormat(", server CPU %.0f%% (%.2f us/message)",
+                                                         100 * p.server_cpu_s() / p.window_s,
+                                                         p.publish.ok_in_window ? p.server_cpu_s() * 1e6 / p.publish.ok_in_window : 0.0)
+                                       : "";
+    log->Say(absl::StrFormat(
+        "publish, 1 subscriber, PublishBatch of %d, %s: %s messages/s, call %s; publish->receive %s; loss %d%s%s",
+        c.publish_batch, mode, Count(rate_p), LatencyText(p.publish.rpc_latency),
+        LatencyText(p.fleet.normal.latency), p.loss(), server_p,
+        p.publish.first_error.empty() ? "" : absl::StrCat("; ", p.publish.first_error)));
+    figures->Add("messages_per_sec_one_subscriber_batch", rate_p);
+    if (p.received == 0) return absl::InternalError("no deliveries from PublishBatch");
+  }
   if (a.publish.ok == 0 || b.received == 0 || s.received == 0) {
     return absl::InternalError("no publishes or no deliveries");
   }

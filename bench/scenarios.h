@@ -38,6 +38,7 @@ struct BenchConfig {
   bool json_format = false;
   size_t publish_concurrency = 64;
   int publish_streams = 2;
+  int publish_batch = 100;  // publish: messages per PublishBatch of the batch run; 0: no batch run
   size_t stream_window = 1000;
   size_t max_in_flight = 1000;
   int grpc_channels = 2;
