@@ -74,6 +74,10 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         budget_(budget),
         registry_(registry) {
     {
+      MutexLock lock(&alarm_link_->mu);
+      alarm_link_->reactor = this;
+    }
+    {
       // gRPC hands this reactor to its other threads through its own
       // synchronization, which ThreadSanitizer cannot see in Debian's
       // uninstrumented gRPC: taking mu_ here, as every reaction does first,
@@ -207,6 +211,12 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
 
   void OnDone() override {
     {
+      // From here a flush alarm still pending finds no reactor. Not under
+      // mu_: the alarm's callback holds the link's lock while it takes mu_.
+      MutexLock lock(&alarm_link_->mu);
+      alarm_link_->reactor = nullptr;
+    }
+    {
       MutexLock lock(&mu_);
       done_ = true;
       // The budget callback, or a publish's answer, still refers to this:
@@ -240,7 +250,7 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
 
   // Whether gRPC is done with this and nothing else refers to it.
   bool ReleasableLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return done_ && !waiting_budget_ && publishing_ == 0 && !alarm_set_;
+    return done_ && !waiting_budget_ && publishing_ == 0;
   }
   void Release() {
     registry_->Remove(this);
@@ -261,12 +271,16 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
       if (!alarm_set_) {
         // A new alarm each time: the last one's callback may still be
         // returning on another thread, and gRPC keeps an alarm alive until
-        // its callback has returned even when the object is destroyed. Set
-        // under mu_ is safe: a deadline in the future never runs the
-        // callback inside Set.
+        // its callback has returned even when the object is destroyed. The
+        // callback reaches this through the link, so the reactor may be
+        // freed (after OnDone) with an alarm pending. Set under mu_ is
+        // safe: a deadline in the future never runs the callback inside Set.
         alarm_set_ = true;
         flush_alarm_ = std::make_unique<grpc::Alarm>();
-        flush_alarm_->Set(std::chrono::system_clock::now() + kFlushDelay, [this](bool) { OnFlushAlarm(); });
+        flush_alarm_->Set(std::chrono::system_clock::now() + kFlushDelay, [link = alarm_link_](bool) {
+          MutexLock lock(&link->mu);
+          if (link->reactor != nullptr) link->reactor->OnFlushAlarm();
+        });
       }
       return;
     }
@@ -290,26 +304,20 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
     return last_back_to_back_ && back_to_back_ >= kBatchAfter && hold_off_ == 0 && !flush_due_ &&
            !read_done_ && !read_paused_ && !waiting_budget_;
   }
+  // Thread: a gRPC executor thread, under alarm_link_->mu, before OnDone.
   void OnFlushAlarm() {
-    {
-      MutexLock lock(&mu_);
-      alarm_set_ = false;
-      if (!done_) {
-        if (reads_ == reads_when_held_ && !writing_ && !results_.empty() &&
-            results_.front()->ready) {
-          // Held, and no request came since: the client waited for it.
-          if (reads_ - last_stall_reads_ > 2 * last_hold_off_ + kHoldOffReads) stalls_ = 0;
-          last_stall_reads_ = reads_;
-          hold_off_ = last_hold_off_ = kHoldOffReads << std::min(stalls_++, kMaxHoldOffShift);
-        }
-        flush_due_ = true;
-        MaybeWriteLocked();
-        MaybeFinishLocked();
-        return;
-      }
-      if (!ReleasableLocked()) return;
+    MutexLock lock(&mu_);
+    alarm_set_ = false;
+    if (done_) return;
+    if (reads_ == reads_when_held_ && !writing_ && !results_.empty() && results_.front()->ready) {
+      // Held, and no request came since: the client waited for it.
+      if (reads_ - last_stall_reads_ > 2 * last_hold_off_ + kHoldOffReads) stalls_ = 0;
+      last_stall_reads_ = reads_;
+      hold_off_ = last_hold_off_ = kHoldOffReads << std::min(stalls_++, kMaxHoldOffShift);
     }
-    Release();
+    flush_due_ = true;
+    MaybeWriteLocked();
+    MaybeFinishLocked();
   }
   void MaybeFinishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (done_ || finished_ || !read_done_ || writing_ || !results_.empty()) return;
@@ -329,6 +337,12 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   StreamRegistry* const registry_;
   Mutex mu_;
   v1::PublishRequest request_;  // owned by the pending read
+  // What a flush alarm's callback holds: the reactor until OnDone, then null.
+  struct AlarmLink {
+    Mutex mu;
+    PublishStreamReactor* reactor ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  const std::shared_ptr<AlarmLink> alarm_link_ = std::make_shared<AlarmLink>();
   std::unique_ptr<grpc::Alarm> flush_alarm_ ABSL_GUARDED_BY(mu_);
   int64_t read_started_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int back_to_back_ ABSL_GUARDED_BY(mu_) = 0;  // recent reads that found a request waiting
