@@ -48,6 +48,11 @@ constexpr uint64_t kHoldOffReads = 1000;
 constexpr int kMaxUnflushed = 64;
 constexpr int kMaxHoldOffShift = 4;
 
+// Orders the setting of a flush alarm before its callback (see its use).
+// Held only around one Set or one copy: taken under a reactor's mu_, never
+// while taking another lock.
+Mutex alarm_handoff_mu;
+
 int64_t MonoNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
@@ -210,11 +215,16 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
   }
 
   void OnDone() override {
+    AlarmLink* link;
+    {
+      MutexLock lock(&mu_);  // see the constructor
+      link = alarm_link_.get();
+    }
     {
       // From here a flush alarm still pending finds no reactor. Not under
       // mu_: the alarm's callback holds the link's lock while it takes mu_.
-      MutexLock lock(&alarm_link_->mu);
-      alarm_link_->reactor = nullptr;
+      MutexLock lock(&link->mu);
+      link->reactor = nullptr;
     }
     {
       MutexLock lock(&mu_);
@@ -275,11 +285,21 @@ class PublishStreamReactor final : public grpc::ServerBidiReactor<v1::PublishReq
         // callback reaches this through the link, so the reactor may be
         // freed (after OnDone) with an alarm pending. Set under mu_ is
         // safe: a deadline in the future never runs the callback inside Set.
+        // gRPC hands the callback to its timer thread through its own
+        // synchronization, which ThreadSanitizer cannot see in Debian's
+        // uninstrumented gRPC: the callback takes the same lock before it
+        // reads what it captured.
         alarm_set_ = true;
         flush_alarm_ = std::make_unique<grpc::Alarm>();
+        MutexLock handoff(&alarm_handoff_mu);
         flush_alarm_->Set(std::chrono::system_clock::now() + kFlushDelay, [link = alarm_link_](bool) {
-          MutexLock lock(&link->mu);
-          if (link->reactor != nullptr) link->reactor->OnFlushAlarm();
+          std::shared_ptr<AlarmLink> l;
+          {
+            MutexLock handoff(&alarm_handoff_mu);
+            l = link;
+          }
+          MutexLock lock(&l->mu);
+          if (l->reactor != nullptr) l->reactor->OnFlushAlarm();
         });
       }
       return;
