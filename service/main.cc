@@ -58,6 +58,10 @@ ABSL_FLAG(absl::Duration, handshake_timeout, absl::Seconds(10),
           "Time allowed for the HTTP request, upgrade and close handshake");
 ABSL_FLAG(absl::Duration, idle_timeout, absl::Seconds(60),
           "Close a connection silent for this long (pinged at half of it)");
+ABSL_FLAG(absl::Duration, write_delay, absl::ZeroDuration(),
+          "Hold deliveries to a connection that wrote less than this ago for up to this long, "
+          "so busy clients get several messages per write (less CPU, up to this much latency); "
+          "0: write at once");
 ABSL_FLAG(std::vector<std::string>, allowed_origins, {},
           "Comma-separated Origin values allowed to connect (empty: any)");
 ABSL_FLAG(bool, demo, true, "Serve the browser library at /client/fanout.js and the demo page at /demo");
@@ -130,7 +134,7 @@ std::vector<char*> WithEnvironmentFlags(int argc, char** argv, std::vector<std::
       "max_subscriptions_per_connection", "max_topic_length",
       "max_payload_bytes", "max_outbound_queue_bytes", "max_inbound_message_bytes",
       "client_messages_per_second", "client_message_burst", "handshake_timeout",
-      "idle_timeout", "allowed_origins", "demo", "drain_timeout", "log_level",
+      "idle_timeout", "write_delay", "allowed_origins", "demo", "drain_timeout", "log_level",
       "jwt_secret_file", "jwt_public_key_file", "jwt_jwks_file", "jwt_issuer", "jwt_audience",
       "jwt_leeway", "allow_anonymous", "anonymous_subscribe", "anonymous_publish",
       "grpc_token_file", "grpc_publish_token_file", "tls_cert_file", "tls_key_file",
@@ -252,6 +256,10 @@ int main(int argc, char** argv) {
   }
   options.ws.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   options.ws.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
+  options.ws.write_delay = absl::GetFlag(FLAGS_write_delay);
+  if (options.ws.write_delay < absl::ZeroDuration() || options.ws.write_delay > absl::Seconds(1)) {
+    Die("--write_delay must be between 0 and 1s");
+  }
   if (options.ws.handshake_timeout <= absl::ZeroDuration() || options.ws.idle_timeout <= absl::ZeroDuration()) {
     Die("--handshake_timeout and --idle_timeout must be positive");
   }

@@ -46,7 +46,13 @@ absl::StatusOr<tcp::endpoint> ParseEndpoint(const std::string& listen) {
 
 WsFrontEnd::WsFrontEnd(const WsOptions& options, Hub* hub, IoThreadPool* pool,
                        const Authority* authority, Hooks hooks)
-    : options_(options), hub_(hub), pool_(pool), authority_(authority), hooks_(std::move(hooks)) {}
+    : options_(options),
+      write_delay_(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          absl::ToChronoNanoseconds(options.write_delay))),
+      hub_(hub),
+      pool_(pool),
+      authority_(authority),
+      hooks_(std::move(hooks)) {}
 
 WsFrontEnd::~WsFrontEnd() = default;
 

@@ -67,6 +67,8 @@ class WsFrontEnd {
   Hub& hub() { return *hub_; }
   const Authority& authority() const { return *authority_; }
   const WsOptions& options() const { return options_; }
+  // options().write_delay, as the sessions' clock counts it.
+  std::chrono::steady_clock::duration write_delay() const { return write_delay_; }
   // Null unless the port speaks TLS.
   const TlsContext* tls() const { return tls_.get(); }
   const Hooks& hooks() const { return hooks_; }
@@ -104,6 +106,7 @@ class WsFrontEnd {
              Hooks hooks);
 
   const WsOptions options_;
+  const std::chrono::steady_clock::duration write_delay_;
   Hub* const hub_;
   IoThreadPool* const pool_;
   const Authority* const authority_;

@@ -9,6 +9,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "absl/container/flat_hash_set.h"
 #include "core/hub.h"
@@ -73,6 +74,13 @@ struct IoThread {
   // publishes reach a session before its flush and leave in one writev.
   std::vector<std::shared_ptr<WsSession>> dirty;
   bool flush_posted = false;
+  // With --write_delay: sessions that wrote less than the delay ago and have
+  // deliveries queued, written together when `delayed_timer` fires (at most
+  // one delay after the first joined), so a busy subscriber gets several
+  // messages per write instead of one write per publish.
+  std::vector<std::shared_ptr<WsSession>> delayed;
+  boost::asio::steady_timer delayed_timer{context};
+  bool delayed_armed = false;
   // What every read on this thread reads into: connections hold no read
   // buffer while idle, only the bytes of a message split across reads.
   std::vector<char> read_buffer;

@@ -41,6 +41,12 @@ struct WsOptions {
   // A connection that sends nothing (not even a pong) for this long is closed;
   // the server pings at half this interval.
   absl::Duration idle_timeout = absl::Seconds(60);
+  // A connection that wrote less than this ago holds further deliveries for
+  // at most this long (while under 16 KiB are queued), so that a client
+  // receiving more than one message per delay gets several in one write:
+  // fewer system calls and TCP segments, at up to this much latency. Zero:
+  // every flush writes at once. A client receiving less often is not delayed.
+  absl::Duration write_delay = absl::ZeroDuration();
   // Values accepted in the Origin header; empty accepts any origin.
   std::vector<std::string> allowed_origins;
   // Topics every subscription conflates (--conflate): a subscriber that falls

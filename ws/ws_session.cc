@@ -736,30 +736,47 @@ bool WsSession::Enqueue(OutItem item, bool deferred, bool bypass_limit) {
     DoWrite();
     return true;
   }
-  if (!dirty_) {
-    dirty_ = true;
-    thread_->dirty.push_back(shared_from_this());
-    if (!thread_->flush_posted) {
-      thread_->flush_posted = true;
-      IoThread* t = thread_;
-      asio::post(t->context, [t] { FlushDirty(t); });
+  if (dirty_) return true;  // a flush of this thread is already due
+  dirty_ = true;
+  IoThread* t = thread_;
+  if (front_end_->write_delay() > Clock::duration::zero() && queued_bytes_ < kWriteDelayMaxBytes &&
+      Clock::now() - last_written_ < front_end_->write_delay()) {
+    // Wrote a moment ago: wait for more, up to the delay.
+    t->delayed.push_back(shared_from_this());
+    if (!t->delayed_armed) {
+      t->delayed_armed = true;
+      t->delayed_timer.expires_after(front_end_->write_delay());
+      t->delayed_timer.async_wait([t](error_code ec) {
+        t->delayed_armed = false;
+        if (!ec) FlushSessions(t->delayed);
+      });
     }
+    return true;
+  }
+  t->dirty.push_back(shared_from_this());
+  if (!t->flush_posted) {
+    t->flush_posted = true;
+    asio::post(t->context, [t] { FlushDirty(t); });
   }
   return true;
 }
 
 void WsSession::FlushDirty(IoThread* thread) {
   thread->flush_posted = false;
+  FlushSessions(thread->dirty);
+}
+
+void WsSession::FlushSessions(std::vector<std::shared_ptr<WsSession>>& list) {
   std::vector<std::shared_ptr<WsSession>> sessions;
-  sessions.swap(thread->dirty);
+  sessions.swap(list);
   for (const auto& s : sessions) {
     s->dirty_ = false;
     if (!s->writing_) s->DoWrite();
   }
   // Keep the list's capacity for the next publish unless it was huge.
-  if (thread->dirty.empty() && sessions.capacity() <= 65536) {
+  if (list.empty() && sessions.capacity() <= 65536) {
     sessions.clear();
-    thread->dirty.swap(sessions);
+    list.swap(sessions);
   }
 }
 

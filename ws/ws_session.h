@@ -94,6 +94,10 @@ class WsSession final : public Subscriber,
   // Writes what the thread's dirty sessions have queued. Runs on `thread`.
   static void FlushDirty(IoThread* thread);
 
+  // With --write_delay, a session holds its deliveries for the delay only
+  // while it has less than this queued: big messages gain nothing by waiting.
+  static constexpr size_t kWriteDelayMaxBytes = 16 << 10;
+
  private:
   // A queued frame: bytes and whatever keeps them alive. Converts to a buffer
   // so a vector of items is itself a buffer sequence for a gathered write.
@@ -171,6 +175,9 @@ class WsSession final : public Subscriber,
   // (deliveries) instead of writing now.
   bool Enqueue(OutItem item, bool deferred, bool bypass_limit = false);
   void DoWrite();
+  // Writes what each session of `list` (a thread's dirty or delayed list)
+  // has queued, and empties the list.
+  static void FlushSessions(std::vector<std::shared_ptr<WsSession>>& list);
   void OnWrite(boost::system::error_code ec);
   // Releases what `items` hold from the queue's counters.
   void Uncount(const OutItem& item);
@@ -209,7 +216,7 @@ class WsSession final : public Subscriber,
   WsFrameParser parser_;
   Phase phase_ = Phase::kOpen;
   bool writing_ = false;
-  bool dirty_ = false;  // in thread_->dirty
+  bool dirty_ = false;  // in thread_->dirty or thread_->delayed
   bool registered_ = false;
   bool close_sent_ = false;
   enum class AfterFlushStep : uint8_t { kNothing, kLinger, kClose };

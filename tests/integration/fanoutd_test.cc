@@ -464,5 +464,46 @@ TEST_F(FanoutdLimitsTest, BadFlagsPrintOneLineAndExitNonZero) {
   EXPECT_THAT(std::string(p.status().message()), HasSubstr("max_topic_length"));
 }
 
+// --write_delay: a connection that has just been written to holds what follows
+// for the delay and sends it together; one that has been quiet for longer
+// than the delay is written to at once. The waits here are the flag's own
+// time (what a user of it would see), not guesses at readiness.
+TEST_F(FanoutdLimitsTest, WriteDelayHoldsMessagesToABusyClientButNotToAQuietOne) {
+  Start({"--write_delay=1s"});
+  auto c = ::fanout::testing::RawWs::Connect(node_->ws_address(), "/ws?topics=busy&format=raw");
+  ASSERT_TRUE(c.ok()) << c.status();
+  MustPublish("busy", "m0");
+  auto f = (*c)->ReadFrame(absl::Seconds(5));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->payload, "m0");
+
+  // m0 has just been written: what follows waits for the delay.
+  for (const char* m : {"m1", "m2", "m3"}) MustPublish("busy", m);
+  auto early = (*c)->ReadFrame(absl::Milliseconds(300));
+  EXPECT_TRUE(absl::IsDeadlineExceeded(early.status()))
+      << "m1 reached the client well inside --write_delay: " << early.status();
+  for (const char* m : {"m1", "m2", "m3"}) {
+    if (absl::IsDeadlineExceeded(early.status())) {
+      f = (*c)->ReadFrame(absl::Seconds(5));
+    } else {
+      f = std::move(early);
+      early = absl::DeadlineExceededError("");
+    }
+    ASSERT_TRUE(f.ok()) << m << ": " << f.status();
+    EXPECT_EQ(f->payload, m);
+  }
+
+  // Quiet for longer than the delay: the next message is not held.
+  absl::SleepFor(absl::Milliseconds(1200));
+  MustPublish("busy", "m4");
+  f = (*c)->ReadFrame(absl::Milliseconds(800));
+  ASSERT_TRUE(f.ok()) << "a client quiet for longer than --write_delay waited for it: " << f.status();
+  EXPECT_EQ(f->payload, "m4");
+
+  auto bad = FanoutdProcess::Start({"--write_delay=-5ms"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()), HasSubstr("write_delay"));
+}
+
 }  // namespace
 }  // namespace fanout
