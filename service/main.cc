@@ -257,8 +257,8 @@ int main(int argc, char** argv) {
   options.ws.handshake_timeout = absl::GetFlag(FLAGS_handshake_timeout);
   options.ws.idle_timeout = absl::GetFlag(FLAGS_idle_timeout);
   options.ws.write_delay = absl::GetFlag(FLAGS_write_delay);
-  if (options.ws.write_delay < absl::ZeroDuration() || options.ws.write_delay > absl::Seconds(1)) {
-    Die("--write_delay must be between 0 and 1s");
+  if (options.ws.write_delay < absl::ZeroDuration() || options.ws.write_delay > absl::Seconds(10)) {
+    Die("--write_delay must be between 0 and 10s");
   }
   if (options.ws.handshake_timeout <= absl::ZeroDuration() || options.ws.idle_timeout <= absl::ZeroDuration()) {
     Die("--handshake_timeout and --idle_timeout must be positive");

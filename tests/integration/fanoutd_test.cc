@@ -469,7 +469,9 @@ TEST_F(FanoutdLimitsTest, BadFlagsPrintOneLineAndExitNonZero) {
 // than the delay is written to at once. The waits here are the flag's own
 // time (what a user of it would see), not guesses at readiness.
 TEST_F(FanoutdLimitsTest, WriteDelayHoldsMessagesToABusyClientButNotToAQuietOne) {
-  Start({"--write_delay=1s"});
+  // Long enough that a loaded machine (tests run in parallel, sanitizers)
+  // does not stall between two steps for as long.
+  Start({"--write_delay=2s"});
   auto c = ::fanout::testing::RawWs::Connect(node_->ws_address(), "/ws?topics=busy&format=raw");
   ASSERT_TRUE(c.ok()) << c.status();
   MustPublish("busy", "m0");
@@ -479,7 +481,7 @@ TEST_F(FanoutdLimitsTest, WriteDelayHoldsMessagesToABusyClientButNotToAQuietOne)
 
   // m0 has just been written: what follows waits for the delay.
   for (const char* m : {"m1", "m2", "m3"}) MustPublish("busy", m);
-  auto early = (*c)->ReadFrame(absl::Milliseconds(300));
+  auto early = (*c)->ReadFrame(absl::Milliseconds(500));
   EXPECT_TRUE(absl::IsDeadlineExceeded(early.status()))
       << "m1 reached the client well inside --write_delay: " << early.status();
   for (const char* m : {"m1", "m2", "m3"}) {
@@ -494,9 +496,9 @@ TEST_F(FanoutdLimitsTest, WriteDelayHoldsMessagesToABusyClientButNotToAQuietOne)
   }
 
   // Quiet for longer than the delay: the next message is not held.
-  absl::SleepFor(absl::Milliseconds(1200));
+  absl::SleepFor(absl::Milliseconds(2200));
   MustPublish("busy", "m4");
-  f = (*c)->ReadFrame(absl::Milliseconds(800));
+  f = (*c)->ReadFrame(absl::Milliseconds(1500));
   ASSERT_TRUE(f.ok()) << "a client quiet for longer than --write_delay waited for it: " << f.status();
   EXPECT_EQ(f->payload, "m4");
 
