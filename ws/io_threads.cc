@@ -31,7 +31,9 @@ void IoThreadPool::RunInbox(IoThread* t) {
     tasks.swap(t->inbox);
     t->inbox_posted = false;
   }
+  t->lone_task = tasks.size() == 1;
   for (auto& task : tasks) std::move(task)();
+  t->lone_task = false;
   // Keep the list's capacity for the next burst unless it was huge.
   if (tasks.capacity() > 4096) return;
   tasks.clear();

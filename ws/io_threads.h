@@ -74,6 +74,11 @@ struct IoThread {
   // publishes reach a session before its flush and leave in one writev.
   std::vector<std::shared_ptr<WsSession>> dirty;
   bool flush_posted = false;
+  // True while the running task is the only one its inbox drain took (see
+  // `inbox`): a delivery it makes is then all this thread has to write, and a
+  // session writes it at once rather than joining `dirty`, which saves a
+  // second pass over every subscriber of a big topic.
+  bool lone_task = false;
   // With --write_delay: sessions that wrote less than the delay ago and have
   // deliveries queued, written together when `delayed_timer` fires (at most
   // one delay after the first joined), so a busy subscriber gets several

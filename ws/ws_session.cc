@@ -54,6 +54,21 @@ std::string RecoveryFields(const Hub::Recovery& r) {
                       R"(,"epoch":")", r.position.epoch, R"("})");
 }
 
+// Deliveries a session makes in a loop (a replay, held or conflated
+// messages) join the thread's flush even in a lone task, so they leave in
+// one write rather than one write each.
+class BatchWrites {
+ public:
+  explicit BatchWrites(IoThread* t) : t_(t), was_(t->lone_task) { t->lone_task = false; }
+  ~BatchWrites() { t_->lone_task = was_; }
+  BatchWrites(const BatchWrites&) = delete;
+  BatchWrites& operator=(const BatchWrites&) = delete;
+
+ private:
+  IoThread* const t_;
+  const bool was_;
+};
+
 }  // namespace
 
 void WsSession::Start(StartParams params) {
@@ -558,6 +573,7 @@ void WsSession::FinishRecovery(const std::string& topic, uint64_t token, Hub::Re
   } else if (!r.position.epoch.empty()) {
     covered_[topic] = r.position;
   }
+  BatchWrites batch(thread_);
   for (const auto& message : p.held) {
     DeliverOnIoThread(message);
     if (phase_ != Phase::kOpen) return;
@@ -593,6 +609,7 @@ bool WsSession::HeldOrCovered(const std::shared_ptr<const Message>& message) {
 }
 
 void WsSession::Replay(absl::string_view topic, const Hub::Recovery& recovery) {
+  BatchWrites batch(thread_);
   for (const auto& entry : recovery.missed) {
     DeliverOnIoThread(
         Hub::EncodeKept(topic, recovery.position.epoch, *entry, identity().format));
@@ -737,11 +754,11 @@ bool WsSession::Enqueue(OutItem item, bool deferred, bool bypass_limit) {
     return true;
   }
   if (dirty_) return true;  // a flush of this thread is already due
-  dirty_ = true;
   IoThread* t = thread_;
   if (front_end_->write_delay() > Clock::duration::zero() && queued_bytes_ < kWriteDelayMaxBytes &&
       Clock::now() - last_written_ < front_end_->write_delay()) {
     // Wrote a moment ago: wait for more, up to the delay.
+    dirty_ = true;
     t->delayed.push_back(shared_from_this());
     if (!t->delayed_armed) {
       t->delayed_armed = true;
@@ -753,6 +770,11 @@ bool WsSession::Enqueue(OutItem item, bool deferred, bool bypass_limit) {
     }
     return true;
   }
+  if (t->lone_task) {
+    DoWrite();  // no other publish waits behind this one
+    return true;
+  }
+  dirty_ = true;
   t->dirty.push_back(shared_from_this());
   if (!t->flush_posted) {
     t->flush_posted = true;
@@ -818,6 +840,7 @@ void WsSession::DoWrite() {
 }
 
 void WsSession::FlushConflated() {
+  BatchWrites batch(thread_);
   auto waiting = std::move(conflated_);
   conflated_.clear();
   for (auto& [topic, c] : waiting) {
