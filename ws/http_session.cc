@@ -79,8 +79,12 @@ Transport MakeTransport(asio::ip::tcp::socket socket, WsFrontEnd* front_end) {
 
 }  // namespace
 
-HttpSession::HttpSession(asio::ip::tcp::socket socket, WsFrontEnd* front_end, IoThread* thread)
-    : socket_(MakeTransport(std::move(socket), front_end)), front_end_(front_end), thread_(thread) {
+HttpSession::HttpSession(asio::ip::tcp::socket socket, const asio::ip::tcp::endpoint& peer,
+                         WsFrontEnd* front_end, IoThread* thread)
+    : socket_(MakeTransport(std::move(socket), front_end)),
+      peer_(peer),
+      front_end_(front_end),
+      thread_(thread) {
   fifo_.owner = this;
 }
 
@@ -288,9 +292,7 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
     }
   }
 
-  beast::error_code ec;
-  auto remote = socket_.remote_endpoint(ec);
-  std::string ip = ec ? std::string("unknown") : remote.address().to_string();
+  std::string ip = peer_.address().to_string();
   switch (front_end_->AdmitConnection(ip)) {
     case WsFrontEnd::Admission::kOk:
       break;
@@ -306,7 +308,7 @@ void HttpSession::HandleUpgrade(Request& req, const boost::urls::url_view& targe
   identity.id = front_end_->NextConnectionId();
   identity.io_index = thread_->index;
   identity.format = format;
-  identity.remote_address = absl::StrCat(ip, ":", ec ? 0 : remote.port());
+  identity.remote_address = absl::StrCat(ip, ":", peer_.port());
   identity.connected_at = absl::Now();
   std::string response = absl::StrCat(
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

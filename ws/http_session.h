@@ -34,7 +34,9 @@ struct IoThread;
 // Thread: confined to its IoThread.
 class HttpSession : public std::enable_shared_from_this<HttpSession>, private TimerWheel::Entry {
  public:
-  HttpSession(boost::asio::ip::tcp::socket socket, WsFrontEnd* front_end, IoThread* thread);
+  // `peer`: the client's address, as accept() returned it.
+  HttpSession(boost::asio::ip::tcp::socket socket, const boost::asio::ip::tcp::endpoint& peer,
+              WsFrontEnd* front_end, IoThread* thread);
   ~HttpSession() override;
   void Run();
 
@@ -69,6 +71,7 @@ class HttpSession : public std::enable_shared_from_this<HttpSession>, private Ti
   void OnDeadline() override;
 
   Transport socket_;
+  const boost::asio::ip::tcp::endpoint peer_;
   WsFrontEnd* const front_end_;
   IoThread* const thread_;
   boost::beast::flat_buffer buffer_;

@@ -128,7 +128,7 @@ absl::Status CheckPemCertificates(const std::string& file, const char* flag) {
 Transport::Transport(Socket socket, SSL* ssl) : socket_(std::move(socket)), ssl_(ssl) {
   error_code ec;
   // OpenSSL reads and writes the descriptor itself: it must never block.
-  socket_.non_blocking(true, ec);
+  if (!socket_.non_blocking()) socket_.non_blocking(true, ec);
   SSL_set_fd(ssl_, socket_.native_handle());
   SSL_set_accept_state(ssl_);
 }

@@ -88,10 +88,8 @@ class Transport {
   bool tls() const { return ssl_ != nullptr; }
   executor_type get_executor() { return socket_.get_executor(); }
   bool is_open() const { return socket_.is_open(); }
-  Socket::endpoint_type remote_endpoint(error_code& ec) const {
-    return socket_.remote_endpoint(ec);
-  }
   void non_blocking(bool on, error_code& ec) { socket_.non_blocking(on, ec); }
+  bool non_blocking() const { return socket_.non_blocking(); }
 
   size_t read_some(boost::asio::mutable_buffer buffer, error_code& ec);
   template <class ConstBufferSequence>

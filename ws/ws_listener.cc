@@ -47,7 +47,7 @@ void WsListener::Close() {
 }
 
 void WsListener::DoAccept() {
-  acceptor_.async_accept(thread_->context, [self = shared_from_this()](
+  acceptor_.async_accept(thread_->context, peer_, [self = shared_from_this()](
                                                boost::beast::error_code ec, tcp::socket socket) {
     self->OnAccept(ec, std::move(socket));
   });
@@ -71,11 +71,15 @@ void WsListener::OnAccept(boost::beast::error_code ec, tcp::socket socket) {
   IoThread* target = &pool.thread(next_thread_);
   next_thread_ = (next_thread_ + 1) % pool.thread_count();
   if (target == thread_) {
-    std::make_shared<HttpSession>(std::move(socket), front_end_, thread_)->Run();
+    // Sessions read and write the socket directly first (never blocking):
+    // set here once, before the first asynchronous operation would set the
+    // descriptor non-blocking on its own (one ioctl per connection, not two).
+    socket.non_blocking(true, ec);
+    std::make_shared<HttpSession>(std::move(socket), peer_, front_end_, thread_)->Run();
   } else {
     tcp protocol = acceptor_.local_endpoint(ec).protocol();
     int fd = socket.release(ec);
-    asio::post(target->context, [fe = front_end_, target, protocol, fd] {
+    asio::post(target->context, [fe = front_end_, target, protocol, fd, peer = peer_] {
       tcp::socket moved(target->context);
       boost::system::error_code assign_ec;
       moved.assign(protocol, fd, assign_ec);
@@ -83,7 +87,8 @@ void WsListener::OnAccept(boost::beast::error_code ec, tcp::socket socket) {
         ::close(fd);
         return;
       }
-      std::make_shared<HttpSession>(std::move(moved), fe, target)->Run();
+      moved.non_blocking(true, assign_ec);
+      std::make_shared<HttpSession>(std::move(moved), peer, fe, target)->Run();
     });
   }
   DoAccept();

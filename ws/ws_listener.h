@@ -39,6 +39,9 @@ class WsListener : public std::enable_shared_from_this<WsListener> {
   IoThread* const thread_;
   boost::asio::ip::tcp::acceptor acceptor_;
   boost::asio::steady_timer backoff_;
+  // The accepted peer's address, filled in by accept() itself (no
+  // getpeername per connection).
+  boost::asio::ip::tcp::endpoint peer_;
   int next_thread_ = 0;
 };
 

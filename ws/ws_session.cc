@@ -34,7 +34,7 @@ WsSession::WsSession(Socket socket, Identity identity, WsFrontEnd* front_end, Io
       rate_time_(last_read_) {
   // Reads and writes try the socket directly first; they must never block.
   error_code ec;
-  socket_.non_blocking(true, ec);
+  if (!socket_.non_blocking()) socket_.non_blocking(true, ec);
   IoThreadStats::Add(thread_->stats.sockets, 1);
 }
 
@@ -130,8 +130,10 @@ void WsSession::Start(StartParams params) {
     parser_.Feed(params.early.data(), params.early.size(), this);
     if (phase_ == Phase::kClosed) return;
   }
-  // Read at once: more may have arrived behind the request.
-  OnReadable({});
+  // Bytes that arrived behind the request are reported by the wait itself
+  // (asio re-arms the descriptor for every wait), so no read is tried first:
+  // a new client has usually sent nothing yet.
+  WaitRead();
 }
 
 void WsSession::Register() {
