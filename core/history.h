@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
@@ -75,6 +76,38 @@ struct HistoryEntry {
   std::optional<PayloadKind> kind;
   // What the entry costs the history budget (--max_history_bytes).
   int64_t cost() const { return static_cast<int64_t>(sizeof(HistoryEntry) + 32 + payload.size()); }
+};
+
+// A topic's kept messages, oldest first: a std::deque made only when the
+// first message is kept and freed when the last one goes. libstdc++'s deque
+// allocates about 600 bytes as it is constructed, which every topic without
+// history (most of them, one per connection in some apps) would otherwise pay.
+// Thread: not thread-safe; its topic's stripe lock guards it.
+class KeptMessages {
+ public:
+  using Entry = std::shared_ptr<const HistoryEntry>;
+  using const_iterator = std::deque<Entry>::const_iterator;
+
+  bool empty() const { return q_ == nullptr; }
+  size_t size() const { return q_ ? q_->size() : 0; }
+  const Entry& front() const { return q_->front(); }
+  void push_back(Entry e) {
+    if (!q_) q_ = std::make_unique<std::deque<Entry>>();
+    q_->push_back(std::move(e));
+  }
+  void pop_front() {
+    q_->pop_front();
+    if (q_->empty()) q_.reset();
+  }
+  const_iterator begin() const { return q_ ? q_->cbegin() : None().cbegin(); }
+  const_iterator end() const { return q_ ? q_->cend() : None().cend(); }
+
+ private:
+  static const std::deque<Entry>& None() {
+    static const std::deque<Entry>* none = new std::deque<Entry>();
+    return *none;
+  }
+  std::unique_ptr<std::deque<Entry>> q_;  // null when empty
 };
 
 // A topic's kept messages after a position (all of them without one), oldest

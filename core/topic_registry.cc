@@ -149,12 +149,14 @@ std::shared_ptr<const SubscriberSnapshot> TopicRegistry::RecipientsOf(Topic& t,
   // Read before matching: a pattern changing meanwhile moves it again, and
   // the next publish looks once more.
   const uint64_t generation = patterns_.generation();
-  if (t.merged_generation == generation && t.merged_base == base) return t.merged;
+  if (!t.merged) t.merged = std::make_unique<Topic::Merged>();
+  Topic::Merged& m = *t.merged;
+  if (m.generation == generation && m.base == base) return m.recipients;
   std::vector<std::shared_ptr<Subscriber>> extra = PatternRecipients(topic);
-  t.merged = extra.empty() ? base : Merge(base.get(), std::move(extra));
-  t.merged_base = base;
-  t.merged_generation = generation;
-  return t.merged;
+  m.recipients = extra.empty() ? base : Merge(base.get(), std::move(extra));
+  m.base = base;
+  m.generation = generation;
+  return m.recipients;
 }
 
 absl::Status TopicRegistry::SubscribePattern(const TopicPattern& pattern,

@@ -3,7 +3,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -153,15 +152,19 @@ class TopicRegistry {
     SubscriberSet subscribers;
     TopicPosition position;
     HistoryPolicy policy;
-    std::deque<std::shared_ptr<const HistoryEntry>> history;
+    KeptMessages history;
     // While the topic has no subscriber: when it is forgotten.
     absl::Time expires = absl::InfiniteFuture();
     // With wildcard subscriptions: the recipients (own subscribers and the
-    // matching patterns'), built from `merged_base` (the own snapshot) as
-    // of the patterns' `merged_generation`.
-    std::shared_ptr<const SubscriberSnapshot> merged;
-    std::shared_ptr<const SubscriberSnapshot> merged_base;
-    uint64_t merged_generation = UINT64_MAX;
+    // matching patterns'), built from `base` (the own snapshot) as of the
+    // patterns' `generation`. Made on the first publish while patterns
+    // exist: a topic is small without it.
+    struct Merged {
+      std::shared_ptr<const SubscriberSnapshot> recipients;
+      std::shared_ptr<const SubscriberSnapshot> base;
+      uint64_t generation = UINT64_MAX;
+    };
+    std::unique_ptr<Merged> merged;
     // A cluster's stream position of the last message delivered (Recipients).
     uint64_t last_stream_seq = 0;
   };
