@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
@@ -53,6 +54,21 @@ std::string RecoveryFields(const Hub::Recovery& r) {
   return absl::StrCat(R"("recovered":false,"position":{"seq":)", r.position.seq,
                       R"(,"epoch":")", r.position.epoch, R"("})");
 }
+
+// Memory for an operation at its exact size, from operator new. The wait
+// every idle connection keeps pending would otherwise take whichever block
+// asio's per-thread cache hands it, and the cache holds blocks sized for the
+// handshake's much larger read (460 bytes instead of about 150).
+template <typename T>
+struct ExactAllocator {
+  using value_type = T;
+  ExactAllocator() noexcept = default;
+  template <typename U>
+  ExactAllocator(const ExactAllocator<U>&) noexcept {}  // NOLINT: rebinding
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { ::operator delete(p, n * sizeof(T)); }
+  friend bool operator==(const ExactAllocator&, const ExactAllocator&) { return true; }
+};
 
 // Deliveries a session makes in a loop (a replay, held or conflated
 // messages) join the thread's flush even in a lone task, so they leave in
@@ -111,7 +127,7 @@ void WsSession::Start(StartParams params) {
     } else if (since != nullptr && fresh) {
       recoveries.emplace_back(t, std::move(recovery));
     }
-    if (fresh && ConflatedByNode(t)) conflate_topics_.insert(t);
+    if (fresh && ConflatedByNode(t)) rare().conflate_topics.insert(t);
   }
   front_end_->CountAccepted();
   EnqueueOwned(std::move(params.response), /*bypass_limit=*/true);
@@ -183,7 +199,9 @@ std::vector<std::string> WsSession::Apply(Grant grant) {
 
 void WsSession::WaitRead() {
   socket_.async_wait(Socket::wait_read,
-                     [self = shared_from_this()](error_code ec) { self->OnReadable(ec); });
+                     asio::bind_allocator(ExactAllocator<void>(), [self = shared_from_this()](error_code ec) {
+                       self->OnReadable(ec);
+                     }));
 }
 
 void WsSession::OnReadable(error_code ec) {
@@ -389,7 +407,7 @@ void WsSession::HandleControl(absl::string_view text) {
     if (absl::Status s = SubscribeOnIoThread(topic, since, &recovery); !s.ok()) {
       return fail(at_connection_limit ? "too_many_subscriptions" : "too_many_topics", s.message());
     }
-    if (!already && (m.conflate || ConflatedByNode(topic))) conflate_topics_.insert(topic);
+    if (!already && (m.conflate || ConflatedByNode(topic))) rare().conflate_topics.insert(topic);
     if (m.presence) front_end_->hub().WatchPresence(topic, shared_from_this());
     if (since == nullptr) return Reply(OkReply(m.id));
     if (recovery.pending) return BeginRecovery(topic, *since, m.id);
@@ -537,9 +555,10 @@ absl::Status WsSession::SubscribeOnIoThread(absl::string_view topic, const Topic
 
 void WsSession::BeginRecovery(const std::string& topic, const TopicPosition& since,
                               std::optional<json::value> id) {
-  const uint64_t token = ++recovery_tokens_;
-  recovering_[topic] = {.token = token, .since = since, .id = std::move(id)};
-  covered_.erase(topic);
+  Rare& rare = this->rare();
+  const uint64_t token = ++rare.recovery_tokens;
+  rare.recovering[topic] = {.token = token, .since = since, .id = std::move(id)};
+  rare.covered.erase(topic);
   front_end_->hub().Recover(topic, since, [self = shared_from_this(), topic,
                                            token](Hub::Recovery r) mutable {
     // From a broker thread.
@@ -551,11 +570,12 @@ void WsSession::BeginRecovery(const std::string& topic, const TopicPosition& sin
 }
 
 void WsSession::FinishRecovery(const std::string& topic, uint64_t token, Hub::Recovery r) {
-  auto it = recovering_.find(topic);
-  if (it == recovering_.end() || it->second.token != token) return;  // unsubscribed since
+  if (!rare_) return;
+  auto it = rare_->recovering.find(topic);
+  if (it == rare_->recovering.end() || it->second.token != token) return;  // unsubscribed since
   PendingRecovery p = std::move(it->second);
-  recovering_.erase(it);
-  held_bytes_ -= p.held_bytes;
+  rare_->recovering.erase(it);
+  rare_->held_bytes -= p.held_bytes;
   if (phase_ != Phase::kOpen) return;
   if (p.id) {
     std::string reply = OkReply(*p.id);
@@ -570,10 +590,10 @@ void WsSession::FinishRecovery(const std::string& topic, uint64_t token, Hub::Re
   // What the answer covered: the last message replayed (or since, when
   // nothing was missed), or the position the client reloads from.
   if (r.recovered) {
-    covered_[topic] = r.missed.empty() ? p.since
-                                       : TopicPosition{r.missed.back()->seq, r.position.epoch};
+    rare_->covered[topic] = r.missed.empty() ? p.since
+                                             : TopicPosition{r.missed.back()->seq, r.position.epoch};
   } else if (!r.position.epoch.empty()) {
-    covered_[topic] = r.position;
+    rare_->covered[topic] = r.position;
   }
   BatchWrites batch(thread_);
   for (const auto& message : p.held) {
@@ -585,12 +605,12 @@ void WsSession::FinishRecovery(const std::string& topic, uint64_t token, Hub::Re
 bool WsSession::HeldOrCovered(const std::shared_ptr<const Message>& message) {
   const std::string& topic = message->topic();
   if (topic.empty()) return false;  // a broadcast
-  if (auto r = recovering_.find(topic); r != recovering_.end()) {
+  if (auto r = rare_->recovering.find(topic); r != rare_->recovering.end()) {
     PendingRecovery& p = r->second;
     const size_t bytes = message->Frame(identity().format).size();
     p.held_bytes += bytes;
-    held_bytes_ += bytes;
-    if (held_bytes_ > front_end_->options().max_outbound_queue_bytes) {
+    rare_->held_bytes += bytes;
+    if (rare_->held_bytes > front_end_->options().max_outbound_queue_bytes) {
       // Every topic's held messages together count as the outbound queue
       // would: JetStream is slower than the topics, as for a client that
       // cannot keep up.
@@ -600,13 +620,13 @@ bool WsSession::HeldOrCovered(const std::shared_ptr<const Message>& message) {
     p.held.push_back(message);
     return true;
   }
-  auto c = covered_.find(topic);
-  if (c == covered_.end()) return false;
+  auto c = rare_->covered.find(topic);
+  if (c == rare_->covered.end()) return false;
   if (message->seq() == 0) return false;  // unnumbered (skip_history): live only
   if (message->epoch() == c->second.epoch && message->seq() <= c->second.seq) {
     return true;  // replayed, or before the position
   }
-  covered_.erase(c);
+  rare_->covered.erase(c);
   return false;
 }
 
@@ -634,10 +654,16 @@ bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
   auto it = topics_.find(topic);
   if (it == topics_.end()) return false;
   front_end_->hub().Unsubscribe(topic, id());
-  conflate_topics_.erase(topic);
-  conflated_.erase(topic);
-  covered_.erase(topic);
-  if (auto r = recovering_.find(topic); r != recovering_.end()) {
+  if (rare_) UnsubscribeRare(topic);
+  topics_.erase(it);
+  return true;
+}
+
+void WsSession::UnsubscribeRare(absl::string_view topic) {
+  rare_->conflate_topics.erase(topic);
+  rare_->conflated.erase(topic);
+  rare_->covered.erase(topic);
+  if (auto r = rare_->recovering.find(topic); r != rare_->recovering.end()) {
     // Gone before JetStream answered: the subscribe is answered now.
     if (r->second.id) {
       std::string reply = OkReply(*r->second.id);
@@ -645,11 +671,9 @@ bool WsSession::UnsubscribeOnIoThread(absl::string_view topic) {
       absl::StrAppend(&reply, R"(,"recovered":false})");
       Reply(std::move(reply));
     }
-    held_bytes_ -= r->second.held_bytes;
-    recovering_.erase(r);
+    rare_->held_bytes -= r->second.held_bytes;
+    rare_->recovering.erase(r);
   }
-  topics_.erase(it);
-  return true;
 }
 
 void WsSession::Subscribe(std::string topic, absl::AnyInvocable<void(absl::Status) &&> done) {
@@ -702,11 +726,14 @@ bool WsSession::EnqueueOwned(std::string bytes, bool bypass_limit, bool pong) {
 
 void WsSession::DeliverOnIoThread(const std::shared_ptr<const Message>& message) {
   if (phase_ != Phase::kOpen) return;
-  if ((!recovering_.empty() || !covered_.empty()) && HeldOrCovered(message)) return;
+  if (rare_ && (!rare_->recovering.empty() || !rare_->covered.empty()) && HeldOrCovered(message)) {
+    return;
+  }
   // Behind (the kernel took less than we had), on a conflating topic: keep
   // the newest only.
-  if (writing_ && !conflate_topics_.empty() && conflate_topics_.contains(message->topic())) {
-    Conflated& c = conflated_[message->topic()];
+  if (writing_ && rare_ && !rare_->conflate_topics.empty() &&
+      rare_->conflate_topics.contains(message->topic())) {
+    Conflated& c = rare_->conflated[message->topic()];
     if (c.message) {
       ++c.skipped;
       IoThreadStats::Add(thread_->stats.conflated, 1);
@@ -843,8 +870,8 @@ void WsSession::DoWrite() {
 
 void WsSession::FlushConflated() {
   BatchWrites batch(thread_);
-  auto waiting = std::move(conflated_);
-  conflated_.clear();
+  auto waiting = std::move(rare_->conflated);
+  rare_->conflated.clear();
   for (auto& [topic, c] : waiting) {
     absl::string_view frame = c.message->Frame(identity().format);
     bool queued;
@@ -883,7 +910,7 @@ void WsSession::OnWrite(error_code ec) {
   if (phase_ == Phase::kClosed) return;
   if (ec) return Finish();
   last_written_ = Clock::now();
-  if (!conflated_.empty() && phase_ == Phase::kOpen && !close_sent_) {
+  if (rare_ && !rare_->conflated.empty() && phase_ == Phase::kOpen && !close_sent_) {
     FlushConflated();
     if (phase_ == Phase::kClosed || writing_) return;  // the flush started the write
   }

@@ -154,7 +154,7 @@ class WsSession final : public Subscriber,
   void FinishRecovery(const std::string& topic, uint64_t token, Hub::Recovery recovery);
   // For a live delivery while recoveries wait or have just ended: true when
   // it is held back (recovering) or dropped (a replay or the position
-  // covered it).
+  // covered it). Only with rare_.
   bool HeldOrCovered(const std::shared_ptr<const Message>& message);
   // {"op":"presence","topic":..}: who is on the topic (Hub::QueryPresence).
   void HandlePresence(const ControlMessage& m);
@@ -246,8 +246,6 @@ class WsSession final : public Subscriber,
     std::shared_ptr<const Message> message;
     uint64_t skipped = 0;
   };
-  absl::flat_hash_set<std::string> conflate_topics_;
-  absl::flat_hash_map<std::string, Conflated> conflated_;
   // Cluster recoveries waiting for JetStream, by topic (BeginRecovery).
   struct PendingRecovery {
     uint64_t token = 0;
@@ -256,15 +254,28 @@ class WsSession final : public Subscriber,
     std::vector<std::shared_ptr<const Message>> held;
     size_t held_bytes = 0;
   };
-  absl::flat_hash_map<std::string, PendingRecovery> recovering_;
-  uint64_t recovery_tokens_ = 0;
-  // What every recovering topic holds (bounded by --max_outbound_queue_bytes).
-  size_t held_bytes_ = 0;
-  // After a cluster recovery: the topic's position its answer covered; a
-  // live message of that epoch at or before it came twice (the read and
-  // the live stream overlap) and is dropped. Gone with the first one after.
-  absl::flat_hash_map<std::string, TopicPosition> covered_;
-  // Queues what waits in conflated_, each saying how many it replaced.
+  // State few connections ever use, made on first use (rare()) so that an
+  // ordinary connection does not carry its empty maps.
+  struct Rare {
+    absl::flat_hash_set<std::string> conflate_topics;
+    absl::flat_hash_map<std::string, Conflated> conflated;
+    absl::flat_hash_map<std::string, PendingRecovery> recovering;
+    uint64_t recovery_tokens = 0;
+    // What every recovering topic holds (bounded by --max_outbound_queue_bytes).
+    size_t held_bytes = 0;
+    // After a cluster recovery: the topic's position its answer covered; a
+    // live message of that epoch at or before it came twice (the read and
+    // the live stream overlap) and is dropped. Gone with the first one after.
+    absl::flat_hash_map<std::string, TopicPosition> covered;
+  };
+  std::unique_ptr<Rare> rare_;  // null until needed
+  Rare& rare() {
+    if (!rare_) rare_ = std::make_unique<Rare>();
+    return *rare_;
+  }
+  // Forgets `topic` in rare_ (which exists).
+  void UnsubscribeRare(absl::string_view topic);
+  // Queues what waits in rare_->conflated, each saying how many it replaced.
   void FlushConflated();
   // Whether subscriptions to `topic` conflate by the node's --conflate.
   bool ConflatedByNode(absl::string_view topic) const;
