@@ -782,7 +782,14 @@ bool WsSession::Enqueue(OutItem item, bool deferred, bool bypass_limit) {
     DoWrite();
     return true;
   }
-  if (dirty_) return true;  // a flush of this thread is already due
+  if (dirty_) {
+    // A flush of this thread is already due; a session held for
+    // --write_delay stops waiting once it has a big queue.
+    if (queued_bytes_ >= kWriteDelayMaxBytes && front_end_->write_delay() > Clock::duration::zero()) {
+      DoWrite();
+    }
+    return true;
+  }
   IoThread* t = thread_;
   if (front_end_->write_delay() > Clock::duration::zero() && queued_bytes_ < kWriteDelayMaxBytes &&
       Clock::now() - last_written_ < front_end_->write_delay()) {

@@ -502,6 +502,18 @@ TEST_F(FanoutdLimitsTest, WriteDelayHoldsMessagesToABusyClientButNotToAQuietOne)
   ASSERT_TRUE(f.ok()) << "a client quiet for longer than --write_delay waited for it: " << f.status();
   EXPECT_EQ(f->payload, "m4");
 
+  // m4 has just been written, so m5 is held; 16 KiB queued behind it end the wait.
+  const std::string big(20000, 'b');
+  MustPublish("busy", "m5");
+  MustPublish("busy", big);
+  f = (*c)->ReadFrame(absl::Milliseconds(1500));
+  ASSERT_TRUE(f.ok()) << "a held message with 16 KiB queued behind it waited for --write_delay: "
+                      << f.status();
+  EXPECT_EQ(f->payload, "m5");
+  f = (*c)->ReadFrame(absl::Milliseconds(1500));
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_EQ(f->payload.size(), big.size());
+
   auto bad = FanoutdProcess::Start({"--write_delay=-5ms"});
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()), HasSubstr("write_delay"));
